@@ -1,0 +1,156 @@
+"""Input validation: errors that name the argument and the layer, and say what was expected.
+
+Shape and dtype checks read static shapes, so they run at trace time and work under
+`jax.jit`. Label ranges can only be read from concrete arrays: under `jax.jit` they are
+skipped, and the losses return NaN for out-of-range labels instead.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnet.typing import ArrayLike
+
+LOSSES = ("mse", "sum_squares", "cross_entropy")
+GRADS = ("fused", "ops", "autodiff")
+
+
+def one_of(value: str, choices: Sequence[str], argument: str) -> str:
+    """Returns `value` if it is among `choices`; raises ValueError naming `argument` if not."""
+    if value not in choices:
+        raise ValueError(f"{argument}={value!r} is not supported; expected one of {list(choices)}.")
+    return value
+
+
+def is_concrete(x: ArrayLike) -> bool:
+    """True when `x` holds values on the host (not a tracer inside jit, vmap or grad)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _shape(x) -> tuple[int, ...]:
+    return tuple(np.shape(x))
+
+
+def _is_float(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.floating)
+
+
+def _check_layer(i: int, layer, fan_in: int | None) -> int:
+    if not isinstance(layer, dict) or "w" not in layer or set(layer) - {"w", "b"}:
+        keys = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
+        raise ValueError(
+            f"params[{i}] must be a dict with key 'w' and optional key 'b', got {keys}; "
+            "build params with jaxnet.init_mlp."
+        )
+    w_shape = _shape(layer["w"])
+    if len(w_shape) != 2:
+        raise ValueError(
+            f"params[{i}]['w'] must have rank 2 (fan_in, fan_out), got shape {w_shape}."
+        )
+    if fan_in is not None and w_shape[0] != fan_in:
+        raise ValueError(
+            f"params[{i}]['w'] has shape {w_shape} but layer {i - 1} outputs {fan_in} features; "
+            f"expected shape ({fan_in}, fan_out)."
+        )
+    if "b" in layer and _shape(layer["b"]) != (w_shape[1],):
+        raise ValueError(
+            f"params[{i}]['b'] has shape {_shape(layer['b'])}; "
+            f"expected ({w_shape[1]},) to match params[{i}]['w'] of shape {w_shape}."
+        )
+    return w_shape[1]
+
+
+def check_params(params) -> jnp.dtype:
+    """Checks an MLP params list layer by layer; returns the common floating dtype."""
+    if not isinstance(params, (list, tuple)) or not params:
+        raise ValueError(
+            f"params must be a non-empty list of layers, got {type(params).__name__}; "
+            "build params with jaxnet.init_mlp."
+        )
+    fan = None
+    for i, layer in enumerate(params):
+        fan = _check_layer(i, layer, fan)
+    dtype = jnp.result_type(params[0]["w"])
+    for i, layer in enumerate(params):
+        for name, leaf in layer.items():
+            if jnp.result_type(leaf) != dtype or not _is_float(leaf):
+                raise TypeError(
+                    f"params[{i}][{name!r}] has dtype {jnp.result_type(leaf)}; every parameter "
+                    f"must share one floating dtype, and params[0]['w'] has {dtype}."
+                )
+    return dtype
+
+
+def check_input(params, x: ArrayLike) -> None:
+    """Checks x against the first layer: shape [batch, fan_in], the params' dtype."""
+    dtype = check_params(params)
+    fan_in = _shape(params[0]["w"])[0]
+    if len(_shape(x)) != 2 or _shape(x)[1] != fan_in:
+        raise ValueError(
+            f"x has shape {_shape(x)}; layer 0 (params[0]['w'] of shape "
+            f"{_shape(params[0]['w'])}) expects [batch, {fan_in}]. For per-example gradients "
+            "under jax.vmap, map over x[:, None] so each example keeps a batch axis."
+        )
+    if jnp.result_type(x) != dtype:
+        raise TypeError(
+            f"x has dtype {jnp.result_type(x)} but the params are {dtype}; "
+            f"cast with x.astype({str(dtype)!r})."
+        )
+
+
+def check_regression_target(pred_shape: tuple[int, ...], target: ArrayLike, dtype, what: str):
+    """Checks a float target of shape pred_shape (or pred_shape[:-1] when pred ends in 1)."""
+    shape = _shape(target)
+    squeezable = len(pred_shape) >= 1 and pred_shape[-1] == 1 and shape == pred_shape[:-1]
+    if shape != pred_shape and not squeezable:
+        raise ValueError(
+            f"{what}: target y has shape {shape} but the prediction has shape {pred_shape}; "
+            "expected equal shapes, or a prediction [n, 1] with a target [n]. "
+            "Shapes are never broadcast: [n, 1] against [n, 1]'s transpose would silently "
+            "compare every prediction with every target."
+        )
+    if not _is_float(target) or jnp.result_type(target) != dtype:
+        raise TypeError(
+            f"{what}: target y has dtype {jnp.result_type(target)}; expected {dtype} to match "
+            f"the prediction; cast with y.astype({str(dtype)!r})."
+        )
+
+
+def check_labels(logits_shape: tuple[int, ...], labels: ArrayLike, what: str) -> None:
+    """Checks integer labels of shape logits_shape[:-1] with values in [0, classes)."""
+    shape = _shape(labels)
+    if len(logits_shape) < 1 or shape != logits_shape[:-1]:
+        raise ValueError(
+            f"{what}: labels have shape {shape} but the logits have shape {logits_shape}; "
+            f"expected labels of shape {logits_shape[:-1]}, one integer class per row."
+        )
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise TypeError(
+            f"{what}: labels have dtype {jnp.result_type(labels)}; expected integer class "
+            "indices (e.g. y.astype('int32')), not one-hot or float targets."
+        )
+    if is_concrete(labels) and np.size(labels):
+        classes = logits_shape[-1]
+        values = np.asarray(labels)
+        bad = values[(values < 0) | (values >= classes)]
+        if bad.size:
+            raise ValueError(
+                f"{what}: labels must lie in [0, {classes}) for {classes} classes; found "
+                f"{bad.size} outside, e.g. {bad[:5].tolist()}."
+            )
+
+
+def check_target(loss: str, pred_shape: tuple[int, ...], y: ArrayLike, dtype, what: str):
+    """Checks y for `loss` against a prediction of shape pred_shape."""
+    one_of(loss, LOSSES, "loss")
+    if loss == "cross_entropy":
+        check_labels(pred_shape, y, what)
+    else:
+        check_regression_target(pred_shape, y, dtype, what)
+
+
+def output_shape(params, x: ArrayLike) -> tuple[int, ...]:
+    """The MLP's output shape for x, read from static shapes."""
+    return (_shape(x)[0], _shape(params[-1]["w"])[1])

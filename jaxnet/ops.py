@@ -1,0 +1,274 @@
+"""Ops with hand-derived VJPs, each registered with `jax.custom_vjp`.
+
+Every op is three definitions side by side: the forward, `_op_fwd` (the forward plus the
+smallest residual the backward needs) and `_op_bwd` (the derivation, as a comment). The
+backward math itself sits in `*_backward` helpers, so that `jaxnet.mlp` chains the very
+same rules, by hand, for the whole network (the lessons' mse_grad, lin_grad, relu_grad).
+
+Forward-mode autodiff (`jax.jvp`, `jax.jacfwd`) cannot pass through a `custom_vjp`: JAX
+raises "can't apply forward-mode autodiff (jvp) to a custom_vjp function." Use reverse
+mode (`jax.grad`, `jax.vjp`, `jax.jacrev`), including reverse-over-reverse for Hessians.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from jaxnet import checks
+from jaxnet.typing import Array, ArrayLike
+
+# ----------------------------------------------------------------------------- linear
+
+
+def linear_backward(x: Array, w: Array, g: Array) -> tuple[Array, Array, Array]:
+    """Cotangents (dx, dw, db) of y = x @ w + b for the output cotangent g."""
+    # y_bj = sum_i x_bi w_ij + b_j, so
+    #   dx_bi = sum_j g_bj w_ij  -> g @ w.T
+    #   dw_ij = sum_b x_bi g_bj  -> x.T @ g   (summed over every leading axis)
+    #   db_j  = sum_b g_bj       -> g summed over the batch axes, never over j
+    batch_axes = tuple(range(g.ndim - 1))
+    dw = jnp.tensordot(x, g, axes=(batch_axes, batch_axes))
+    return g @ w.T, dw, jnp.sum(g, axis=batch_axes)
+
+
+@jax.custom_vjp
+def _affine(x, w, b):
+    return x @ w + b
+
+
+def _affine_fwd(x, w, b):
+    return _affine(x, w, b), (x, w)  # b is not needed: db depends on g alone
+
+
+def _affine_bwd(res, g):
+    return linear_backward(*res, g)
+
+
+_affine.defvjp(_affine_fwd, _affine_bwd)
+
+
+@jax.custom_vjp
+def _matmul(x, w):
+    return x @ w
+
+
+def _matmul_fwd(x, w):
+    return _matmul(x, w), (x, w)
+
+
+def _matmul_bwd(res, g):
+    dx, dw, _ = linear_backward(*res, g)
+    return dx, dw
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def linear(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None) -> Array:
+    """The lessons' `lin`: x @ w + b.
+
+    Args:
+      x: inputs [..., fan_in].
+      w: weight [fan_in, fan_out].
+      b: optional bias [fan_out].
+
+    Returns:
+      [..., fan_out].
+    """
+    if jnp.ndim(w) != 2 or jnp.ndim(x) < 1 or jnp.shape(x)[-1] != jnp.shape(w)[0]:
+        raise ValueError(
+            f"linear: x of shape {jnp.shape(x)} does not fit w of shape {jnp.shape(w)}; "
+            "expected x [..., fan_in] and w [fan_in, fan_out]."
+        )
+    if b is None:
+        return _matmul(x, w)
+    if jnp.shape(b) != (jnp.shape(w)[1],):
+        raise ValueError(
+            f"linear: b has shape {jnp.shape(b)}; expected ({jnp.shape(w)[1]},) for w of "
+            f"shape {jnp.shape(w)}."
+        )
+    return _affine(x, w, b)
+
+
+# ------------------------------------------------------------------------------- relu
+
+
+def relu_backward(mask: Array, g: Array) -> Array:
+    """Cotangent of relu's input given the mask x > 0 (equivalently relu(x) > 0)."""
+    # d relu(x)/dx = 1[x > 0]; at exactly 0 the gradient is 0, as jax.nn.relu.
+    return jnp.where(mask, g, jnp.zeros_like(g))
+
+
+@jax.custom_vjp
+def relu(x: ArrayLike) -> Array:
+    """max(x, 0), with gradient 0 at exactly 0 (as `jax.nn.relu`)."""
+    return jnp.where(x > 0, x, jnp.zeros_like(x))
+
+
+def _relu_fwd(x):
+    return relu(x), x > 0  # residual: a boolean mask, a quarter of float32 x's bytes
+
+
+def _relu_bwd(mask, g):
+    return (relu_backward(mask, g),)
+
+
+relu.defvjp(_relu_fwd, _relu_bwd)
+
+
+# ------------------------------------------------------------------------------ losses
+
+
+def squeeze_to(pred: Array, target: ArrayLike) -> Array:
+    """pred reshaped to target's shape where pred is [n, 1] and target [n] (the lessons' squeeze)."""
+    return pred.reshape(jnp.shape(target))
+
+
+@jax.custom_vjp
+def _mse(pred, target):
+    return jnp.mean(jnp.square(pred - target))
+
+
+def _mse_fwd(pred, target):
+    diff = pred - target
+    return jnp.mean(jnp.square(diff)), diff  # residual: the difference alone
+
+
+def _mse_bwd(diff, g):
+    # d/dp mean((p - t)^2) = 2 (p - t) / size, and d/dt is its negative.
+    dpred = g * (2.0 / diff.size) * diff
+    return dpred, -dpred
+
+
+_mse.defvjp(_mse_fwd, _mse_bwd)
+
+
+def mse(pred: ArrayLike, target: ArrayLike) -> Array:
+    """Mean squared error: mean((pred - target)^2), as lesson 003's `mse`.
+
+    Args:
+      pred: predictions, shaped like target, or [n, 1] for a target [n].
+      target: float targets of pred's dtype.
+
+    Returns:
+      A scalar.
+    """
+    checks.check_regression_target(jnp.shape(pred), target, jnp.result_type(pred), "mse")
+    return _mse(squeeze_to(jnp.asarray(pred), target), target)
+
+
+@jax.custom_vjp
+def _sum_squares(pred, target):
+    return jnp.sum(jnp.square(pred - target))
+
+
+def _sum_squares_fwd(pred, target):
+    diff = pred - target
+    return jnp.sum(jnp.square(diff)), diff
+
+
+def _sum_squares_bwd(diff, g):
+    # d/dp sum((p - t)^2) = 2 (p - t): lesson 001's grad_y_pred = 2.0 * (y_pred - y).
+    dpred = (2.0 * g) * diff
+    return dpred, -dpred
+
+
+_sum_squares.defvjp(_sum_squares_fwd, _sum_squares_bwd)
+
+
+def sum_squares(pred: ArrayLike, target: ArrayLike) -> Array:
+    """Sum of squared errors: the PyTorch tutorial's `(y_pred - y).pow(2).sum()`.
+
+    Args:
+      pred: predictions, shaped like target, or [n, 1] for a target [n].
+      target: float targets of pred's dtype.
+
+    Returns:
+      A scalar.
+    """
+    checks.check_regression_target(jnp.shape(pred), target, jnp.result_type(pred), "sum_squares")
+    return _sum_squares(squeeze_to(jnp.asarray(pred), target), target)
+
+
+def _log_softmax(logits):
+    return logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+
+
+@jax.custom_vjp
+def log_softmax(logits: ArrayLike) -> Array:
+    """log(softmax(logits)) over the last axis, by the stable log-sum-exp."""
+    return _log_softmax(logits)
+
+
+def _log_softmax_fwd(logits):
+    out = _log_softmax(logits)
+    return out, out  # softmax = exp(out): no need to keep the logits
+
+
+def _log_softmax_bwd(out, g):
+    # out_i = z_i - lse(z), d lse/dz_j = softmax_j, so
+    # dz_j = g_j - softmax_j * sum_i g_i.
+    return (g - jnp.exp(out) * jnp.sum(g, axis=-1, keepdims=True),)
+
+
+log_softmax.defvjp(_log_softmax_fwd, _log_softmax_bwd)
+
+
+def _valid_labels(labels, classes):
+    return (labels >= 0) & (labels < classes)
+
+
+def _nll(logp, labels):
+    """Mean of -logp[label]; NaN when any label is out of range (only checkable under jit)."""
+    classes = logp.shape[-1]
+    picked = jnp.take_along_axis(logp, jnp.clip(labels, 0, classes - 1)[..., None], axis=-1)
+    nll = jnp.where(_valid_labels(labels, classes), -picked[..., 0], jnp.nan)
+    return jnp.mean(nll)
+
+
+@jax.custom_vjp
+def _softmax_cross_entropy(logits, labels):
+    return _nll(_log_softmax(logits), labels)
+
+
+def _softmax_cross_entropy_fwd(logits, labels):
+    logp = _log_softmax(logits)
+    return _nll(logp, labels), (logp, labels)
+
+
+def _softmax_cross_entropy_bwd(res, g):
+    # loss = mean_b(lse(z_b) - z_b[y_b]), so dz_bj = (softmax_bj - 1[j = y_b]) / n.
+    # Integer labels get no cotangent (None).
+    logp, labels = res
+    classes = logp.shape[-1]
+    onehot = jax.nn.one_hot(labels, classes, dtype=logp.dtype)
+    dlogits = (g / labels.size) * (jnp.exp(logp) - onehot)
+    dlogits = jnp.where(_valid_labels(labels, classes)[..., None], dlogits, jnp.nan)
+    return dlogits, None
+
+
+_softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)
+
+
+def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
+    """Mean cross-entropy of softmax(logits) against integer labels.
+
+    Args:
+      logits: [..., classes] unnormalised log-probabilities.
+      labels: integer classes [...] in [0, classes). Checked on the host when concrete;
+        under `jax.jit` an out-of-range label makes the loss and its gradient NaN.
+
+    Returns:
+      A scalar.
+    """
+    checks.check_labels(jnp.shape(logits), labels, "softmax_cross_entropy")
+    return _softmax_cross_entropy(logits, labels)
+
+
+# The loss rules by name, for the whole-network chain in `jaxnet.mlp`:
+# forward(pred, target) -> (value, residual); backward(residual, g) -> (dpred, dtarget).
+LOSS_RULES = {
+    "mse": (_mse_fwd, _mse_bwd),
+    "sum_squares": (_sum_squares_fwd, _sum_squares_bwd),
+    "cross_entropy": (_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd),
+}
+LOSS_OPS = {"mse": mse, "sum_squares": sum_squares, "cross_entropy": softmax_cross_entropy}
