@@ -14,7 +14,6 @@ import functools
 import time
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags
 
 import jaxnet
@@ -34,7 +33,9 @@ _LEARNING_RATE = flags.DEFINE_float(
     lower_bound=0.0,
 )  # fmt: skip
 _STEPS = flags.DEFINE_integer("steps", 500, "Training steps.", lower_bound=1)
-_PRINT_EVERY = flags.DEFINE_integer("print_every", 100, "Print the loss every N steps.", lower_bound=1)
+_PRINT_EVERY = flags.DEFINE_integer(
+    "print_every", 100, "Print the loss every N steps.", lower_bound=1
+)
 _BIAS = flags.DEFINE_boolean("bias", False, "Give both layers a bias (the lesson has none).")
 _INIT = flags.DEFINE_enum(
     "init", None, sorted(jaxnet.initializers.INITIALIZERS),

@@ -6,7 +6,8 @@ differs. `check_vjp` holds a VJP against central finite differences in float64 (
 mode only: a `custom_vjp` has no forward mode), without leaving `jax_enable_x64` on.
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,7 +70,9 @@ def _leaves(tree: PyTree) -> tuple[list[tuple[str, object]], object]:
 def _compare_leaf(path: str, got, want, rtol: float, atol: float) -> LeafComparison:
     got, want = np.asarray(got), np.asarray(want)
     if got.shape != want.shape:
-        raise ValueError(f"compare: leaf {path} has shape {got.shape} in got, {want.shape} in want.")
+        raise ValueError(
+            f"compare: leaf {path} has shape {got.shape} in got, {want.shape} in want."
+        )
     diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
     max_abs = float(diff.max()) if diff.size else 0.0
     scale = float(np.abs(want).max()) if want.size else 0.0
@@ -98,18 +101,20 @@ def compare(got: PyTree, want: PyTree, *, rtol: float = 1e-5, atol: float = 1e-8
     got_leaves, got_def = _leaves(got)
     want_leaves, want_def = _leaves(want)
     if got_def != want_def:
-        raise ValueError(f"compare: the trees differ in structure:\n  got  {got_def}\n  want {want_def}")
+        raise ValueError(
+            f"compare: the trees differ in structure:\n  got  {got_def}\n  want {want_def}"
+        )
     rows = [_compare_leaf(p, g, w, rtol, atol) for (p, g), (_, w) in zip(got_leaves, want_leaves)]
     return Comparison(rows, rtol, atol)
 
 
-def assert_close(got: PyTree, want: PyTree, *, rtol: float = 1e-5, atol: float = 1e-8) -> Comparison:
+def assert_close(
+    got: PyTree, want: PyTree, *, rtol: float = 1e-5, atol: float = 1e-8
+) -> Comparison:
     """`compare`, raising `GradientMismatchError` with the table if any leaf differs."""
     report = compare(got, want, rtol=rtol, atol=atol)
     if not report.ok:
-        raise GradientMismatchError(
-            f"gradients differ at {', '.join(report.failing())}:\n{report}"
-        )
+        raise GradientMismatchError(f"gradients differ at {', '.join(report.failing())}:\n{report}")
     return report
 
 
@@ -150,7 +155,9 @@ class FiniteDifferenceCheck(NamedTuple):
              f"{leaf.abs_err:.3e}", f"{leaf.rel_err:.3e}", str(leaf.ok)]
             for leaf in self.leaves
         ]  # fmt: skip
-        return _table(header, rows) + f"\n(eps={self.eps:g}, rtol={self.rtol:g}, atol={self.atol:g})"
+        return (
+            _table(header, rows) + f"\n(eps={self.eps:g}, rtol={self.rtol:g}, atol={self.atol:g})"
+        )
 
 
 def _to_float64(tree: PyTree) -> PyTree:

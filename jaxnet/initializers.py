@@ -112,9 +112,7 @@ def glorot_normal(
     return std * _standard_normal(key, shape, dtype, truncated)
 
 
-def glorot_uniform(
-    key: ArrayLike, shape: tuple[int, ...], dtype: DTypeLike = jnp.float32
-) -> Array:
+def glorot_uniform(key: ArrayLike, shape: tuple[int, ...], dtype: DTypeLike = jnp.float32) -> Array:
     """Uniform with variance 2/(fan_in + fan_out): bound sqrt(6/(fan_in + fan_out))."""
     return _uniform(key, shape, dtype, 1.0 / math.sqrt(_fan(shape, "fan_avg")))
 
@@ -154,9 +152,7 @@ def kaiming_uniform(
     return _uniform(key, shape, dtype, gain(nonlinearity, a) / math.sqrt(_fan(shape, mode)))
 
 
-def torch_default(
-    key: ArrayLike, shape: tuple[int, ...], dtype: DTypeLike = jnp.float32
-) -> Array:
+def torch_default(key: ArrayLike, shape: tuple[int, ...], dtype: DTypeLike = jnp.float32) -> Array:
     """What `torch.nn.Linear` does to its weight: kaiming_uniform with a=sqrt(5).
 
     The gain sqrt(2/(1+5)) makes the bound 1/sqrt(fan_in), so the std is 1/sqrt(3 fan_in).

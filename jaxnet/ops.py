@@ -119,7 +119,7 @@ relu.defvjp(_relu_fwd, _relu_bwd)
 
 
 def squeeze_to(pred: Array, target: ArrayLike) -> Array:
-    """pred reshaped to target's shape where pred is [n, 1] and target [n] (the lessons' squeeze)."""
+    """pred reshaped to target's shape: [n, 1] to [n], as the lessons' squeeze."""
     return pred.reshape(jnp.shape(target))
 
 

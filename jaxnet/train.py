@@ -1,7 +1,7 @@
 """Training loops driven by optax, each one jitted `lax.scan`."""
 
 import difflib
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import optax
