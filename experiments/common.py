@@ -1,5 +1,6 @@
-"""What every experiment script shares: quiet start-up and its results file."""
+"""What every experiment script shares: quiet start-up, results files, plots."""
 
+import io as _io
 import logging
 
 from jaxnet import io
@@ -13,3 +14,15 @@ def quiet_jax_logs() -> None:
 def write_results(output_dir: str, results: dict) -> str:
     """Writes `<output_dir>/results.json` atomically and returns its path."""
     return str(io.write_json_atomic(f"{output_dir}/results.json", results))
+
+
+def write_file(path: str, data: bytes) -> str:
+    """Writes bytes atomically and returns the path."""
+    return str(io.write_bytes_atomic(path, data))
+
+
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes."""
+    buffer = _io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()

@@ -174,6 +174,63 @@ def zeros(key: ArrayLike, shape: tuple[int, ...], dtype: DTypeLike = jnp.float32
     return jnp.zeros(shape, dtype)
 
 
+def orthogonal(
+    key: ArrayLike, shape: tuple[int, ...], dtype: DTypeLike = jnp.float32, *, scale: float = 1.0
+) -> Array:
+    """A (semi-)orthogonal kernel (Saxe et al. 2014), the starting point of LSUV."""
+    return scale * jax.nn.initializers.orthogonal()(key, shape, dtype)
+
+
+def _layer_out(x: Array, layer) -> Array:
+    y = x @ layer["w"]
+    return y + layer["b"] if "b" in layer else y
+
+
+def lsuv(
+    params,
+    x: ArrayLike,
+    *,
+    key: ArrayLike | None = None,
+    activation=jax.nn.relu,
+    tol: float = 0.01,
+    max_iters: int = 10,
+):
+    """Layer-sequential unit-variance init (Mishkin and Matas 2015), as a pure function.
+
+    Walks the layers in order: each weight is rescaled until the std of its layer's output
+    on the batch x is 1 within `tol`, then x moves through that layer and `activation`.
+
+    Args:
+      params: an MLP params list, as from `jaxnet.init_mlp`.
+      x: a data batch [batch, fan_in].
+      key: if given, every weight first becomes orthogonal, as the paper does.
+      activation: applied between layers (not after the last); the identity for a linear chain.
+      tol, max_iters: stop when |std - 1| < tol, or after max_iters rescalings.
+
+    Returns:
+      New params of the same structure; biases are kept as they are.
+    """
+    keys = [None] * len(params) if key is None else list(jax.random.split(key, len(params)))
+    new_params = []
+    for i, (layer, layer_key) in enumerate(zip(params, keys)):
+        w = (
+            layer["w"]
+            if layer_key is None
+            else orthogonal(layer_key, layer["w"].shape, layer["w"].dtype)
+        )
+        layer = {**layer, "w": w}
+        for _ in range(max_iters):
+            std = float(jnp.std(_layer_out(x, layer)))
+            if not std or abs(std - 1.0) < tol:
+                break
+            layer = {**layer, "w": layer["w"] / std}
+        new_params.append(layer)
+        x = _layer_out(x, layer)
+        if i < len(params) - 1:
+            x = activation(x)
+    return new_params
+
+
 INITIALIZERS: dict[str, Initializer] = {
     "normal": normal,
     "lecun_normal": lecun_normal,
@@ -182,6 +239,7 @@ INITIALIZERS: dict[str, Initializer] = {
     "kaiming_normal": kaiming_normal,
     "kaiming_uniform": kaiming_uniform,
     "torch_default": torch_default,
+    "orthogonal": orthogonal,
     "zeros": zeros,
 }
 
