@@ -38,9 +38,10 @@ layer is grad_h_1, shaped [batch, hidden] = [64, 2], and the update b1 -= lr * g
 sums it over every element, batch AND hidden units. The true gradient sums over the batch
 axis only, grad_b1.sum(0), one number per hidden unit. The lesson's sum adds the two units'
 gradients and gives both hidden biases that same step, so each bias moves by the wrong
-amount, and the wrong way whenever the other unit's gradient is larger and of opposite sign. For b2 the output has one unit, so sum() and sum(0)
-agree and that line is right by luck. The notebook blamed Python arithmetic or autograd's
-rounding; it was the axis of the sum."""
+amount, and the wrong way whenever the other unit's gradient is larger and of opposite
+sign. For b2 the output has one unit, so sum() and sum(0) agree and that line is right by
+luck. The notebook blamed Python arithmetic or autograd's rounding; it was the axis of
+the sum."""
 
 
 def homework_bug(grads: list[dict]) -> list[dict]:
