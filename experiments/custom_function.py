@@ -108,9 +108,9 @@ def legendre_fit(steps: int, learning_rate: float) -> dict:
     y = jnp.sin(x)
     coeffs = {"a": 0.0, "b": -1.0, "c": 0.0, "d": 0.3}
     coeffs = jax.tree_util.tree_map(jnp.float32, coeffs)
-    report = gradcheck.compare(
-        jax.grad(legendre_loss)(coeffs, x, y), jax.grad(legendre_loss_plain)(coeffs, x, y)
-    )
+    # At the start dL/dc is 0 by symmetry; float32 sums over 2000 points leave ~1e-4.
+    got = jax.grad(legendre_loss)(coeffs, x, y)
+    report = gradcheck.compare(got, jax.grad(legendre_loss_plain)(coeffs, x, y), atol=1e-3)
     loss_and_grad = jax.value_and_grad(legendre_loss)
     sgd = train.hand_sgd(learning_rate)
     final, losses = train.fit_full_batch(loss_and_grad, coeffs, (x, y), sgd, steps)
