@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnet import reference
 from jaxnet.typing import Array, ArrayLike, DTypeLike, Initializer
 
 # Std of a standard normal truncated to [-2, 2]; dividing by it restores std 1.
@@ -181,11 +182,6 @@ def orthogonal(
     return scale * jax.nn.initializers.orthogonal()(key, shape, dtype)
 
 
-def _layer_out(x: Array, layer) -> Array:
-    y = x @ layer["w"]
-    return y + layer["b"] if "b" in layer else y
-
-
 def lsuv(
     params,
     x: ArrayLike,
@@ -220,12 +216,12 @@ def lsuv(
         )
         layer = {**layer, "w": w}
         for _ in range(max_iters):
-            std = float(jnp.std(_layer_out(x, layer)))
+            std = float(jnp.std(reference.linear(x, layer["w"], layer.get("b"))))
             if not std or abs(std - 1.0) < tol:
                 break
             layer = {**layer, "w": layer["w"] / std}
         new_params.append(layer)
-        x = _layer_out(x, layer)
+        x = reference.linear(x, layer["w"], layer.get("b"))
         if i < len(params) - 1:
             x = activation(x)
     return new_params

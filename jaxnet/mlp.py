@@ -85,8 +85,7 @@ def mlp(params: Params, x: ArrayLike) -> Array:
 
 
 def _affine(x: Array, layer: Layer) -> Array:
-    y = x @ layer["w"]
-    return y + layer["b"] if "b" in layer else y
+    return reference.linear(x, layer["w"], layer.get("b"))
 
 
 def _forward(params: Params, x: Array) -> tuple[Array, list[Array]]:
