@@ -28,18 +28,18 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def _finite(obj: Any) -> Any:
+def finite(obj: Any) -> Any:
     """obj with every non-finite float spelled "inf", "-inf" or "nan": strict JSON has none."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Writes `obj` as indented, strict JSON to `path`, atomically."""
-    text = json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False)
+    text = json.dumps(finite(obj), indent=2, sort_keys=True, allow_nan=False)
     return write_bytes_atomic(path, (text + "\n").encode())

@@ -2,11 +2,15 @@
 
 import difflib
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxnet.typing import Array, PyTree
+from jaxnet import parallel, reference
+from jaxnet.typing import Array, Params, PyTree
 
 _COMMON_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "lamb", "lion", "nadam")
 
@@ -42,6 +46,44 @@ def make_optimizer(name: str, learning_rate: float, **kwargs) -> optax.GradientT
     return optimizer
 
 
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
+
+
+def make_schedule(name: str, learning_rate: float, steps: int) -> optax.Schedule:
+    """A learning-rate schedule over `steps` updates, peaking at learning_rate.
+
+    constant; cosine (decay to 0); warmup_cosine (linear warm-up over the first 5%, then
+    cosine to 0); linear (decay to 0).
+    """
+    if name == "constant":
+        return optax.constant_schedule(learning_rate)
+    if name == "cosine":
+        return optax.cosine_decay_schedule(learning_rate, steps)
+    if name == "warmup_cosine":
+        warmup = max(1, steps // 20)
+        return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, steps)
+    if name == "linear":
+        return optax.linear_schedule(learning_rate, 0.0, steps)
+    raise ValueError(f"schedule={name!r} is not supported; expected one of {list(SCHEDULES)}.")
+
+
+def make_training_optimizer(
+    name: str, learning_rate: float, schedule: str, steps: int, weight_decay: float = 0.0
+) -> optax.GradientTransformation:
+    """The optax optimizer `name` on a schedule, with weight decay.
+
+    Weight decay is passed to optimizers that take it (adamw, lion, lamb: decoupled decay);
+    for the others it is L2, `weight_decay * params` added to the gradient.
+    """
+    lr = make_schedule(name=schedule, learning_rate=learning_rate, steps=steps)
+    if not weight_decay:
+        return make_optimizer(name, lr)
+    try:
+        return make_optimizer(name, lr, weight_decay=weight_decay)
+    except ValueError:
+        return optax.chain(optax.add_decayed_weights(weight_decay), make_optimizer(name, lr))
+
+
 def fit_full_batch(
     loss_and_grad: Callable[..., tuple[Array, PyTree]],
     params: PyTree,
@@ -74,3 +116,128 @@ def fit_full_batch(
         return params, losses
 
     return run(params, batch)
+
+
+# --------------------------------------------------------------- minibatch epochs
+
+
+class TrainState(NamedTuple):
+    """Everything a run needs to go on: a checkpoint holds exactly this."""
+
+    params: Params
+    opt_state: optax.OptState
+    step: Array  # updates taken so far, int32 []
+    key: Array  # PRNG key for the next epoch's shuffle
+
+
+def init_state(params: Params, optimizer: optax.GradientTransformation, key) -> TrainState:
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), key)
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
+def epoch_indices(key, n: int, batch_size: int) -> Array:
+    """A shuffle of range(n) as [batches, batch_size]; every batch the same shape.
+
+    The last batch, when n is not a multiple of batch_size, is completed with the first
+    examples of the same shuffle: every example is seen at least once an epoch, and the
+    epoch compiles once whatever n is.
+    """
+    if not 0 < batch_size <= n:
+        raise ValueError(f"batch_size={batch_size} must lie in [1, {n}] for {n} examples.")
+    order = jax.random.permutation(key, n)
+    pad = batches_per_epoch(n, batch_size) * batch_size - n
+    return jnp.concatenate([order, order[:pad]]).reshape(-1, batch_size)
+
+
+def make_train_epoch(
+    loss: Callable[[Params, Array, Array], Array],
+    optimizer: optax.GradientTransformation,
+    batch_size: int,
+    mesh=None,
+    augment: Callable[[Array, Array], Array] | None = None,
+) -> Callable[[TrainState, Array, Array], tuple[TrainState, Array]]:
+    """One jitted epoch: shuffle, then a `lax.scan` of optimizer steps over the batches.
+
+    Args:
+      loss: (params, x_batch, y_batch) -> scalar mean loss, e.g. a partial of mlp_loss.
+      optimizer: an optax gradient transformation.
+      batch_size: the global batch size.
+      mesh: a `jaxnet.parallel` mesh; each batch is sharded along its "data" axis, and
+        state and data are replicated. Default: all devices.
+
+    Returns:
+      epoch(state, x, y) -> (state, per-batch losses). x and y stay on the device; the
+      function compiles once for given shapes, however many epochs run.
+    """
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    parallel.check_batch_size(batch_size, mesh)
+    loss_and_grad = jax.value_and_grad(loss)
+    batch = parallel.sharded_batch(mesh)
+
+    def epoch(state: TrainState, x: Array, y: Array):
+        key, shuffle_key, augment_key = jax.random.split(state.key, 3)
+        indices = epoch_indices(shuffle_key, x.shape[0], batch_size)
+        keys = jax.random.split(augment_key, indices.shape[0])
+
+        def step(carry, idx_and_key):
+            params, opt_state = carry
+            idx, step_key = idx_and_key
+            idx = jax.lax.with_sharding_constraint(idx, batch)
+            xb, yb = (jax.lax.with_sharding_constraint(a[idx], batch) for a in (x, y))
+            if augment is not None:
+                xb = augment(step_key, xb)
+            value, grads = loss_and_grad(params, xb, yb)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), value
+
+        carry = (state.params, state.opt_state)
+        (params, opt_state), losses = jax.lax.scan(step, carry, (indices, keys))
+        return TrainState(params, opt_state, state.step + indices.shape[0], key), losses
+
+    everywhere = parallel.replicated(mesh)
+    return jax.jit(epoch, in_shardings=everywhere, out_shardings=everywhere)
+
+
+def example_losses(params: Params, x: Array, y: Array, loss: str) -> tuple[Array, Array]:
+    """Per-example (loss, correct) of the MLP; correct is NaN for float targets [n, k].
+
+    loss is "cross_entropy" (labels [n]) or "mse": on the label value when y is [n] (lesson
+    003; the single output rounded to the nearest class counts as the prediction), or a
+    regression on targets [n, k].
+    """
+    out = reference.mlp(params, x)
+    if loss == "cross_entropy":
+        values = -jnp.take_along_axis(jax.nn.log_softmax(out), y[:, None], axis=1)[:, 0]
+        return values, (out.argmax(-1) == y).astype(out.dtype)
+    if y.ndim == 1:
+        return jnp.square(out[:, 0] - y), (jnp.round(out[:, 0]) == y).astype(out.dtype)
+    values = jnp.square(out - y).mean(-1)
+    return values, jnp.full(values.shape, jnp.nan, out.dtype)
+
+
+def make_evaluate(loss: str, mesh=None) -> Callable[..., tuple[Array, Array]]:
+    """Jitted evaluate(params, x, y, weights) -> (mean loss, accuracy) over rows of weight 1.
+
+    Rows are sharded over the mesh; `pad_rows` makes their count divide the device count.
+    """
+    mesh = parallel.make_mesh() if mesh is None else mesh
+
+    def evaluate(params, x, y, weights):
+        values, correct = example_losses(params, x, y, loss)
+        total = weights.sum()
+        return (values * weights).sum() / total, (correct * weights).sum() / total
+
+    rows, everywhere = parallel.sharded_batch(mesh), parallel.replicated(mesh)
+    return jax.jit(evaluate, in_shardings=(everywhere, rows, rows, rows), out_shardings=everywhere)
+
+
+def pad_rows(x, y, multiple: int):
+    """(x, y, weights) with rows repeated up to a multiple of `multiple`, weight 0 on those."""
+    n = len(x)
+    pad = -n % multiple
+    take = np.arange(n + pad) % n
+    weights = (np.arange(n + pad) < n).astype(np.float32)
+    return x[take], y[take], weights
