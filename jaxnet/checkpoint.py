@@ -2,7 +2,7 @@
 
 `save` writes a temporary file beside the target, then renames it, so a stopped run leaves
 the previous checkpoint or the new one, never half of one. `restore` puts the arrays back
-into a template state of the same structure; the PRNG key is stored as its raw key data.
+into a template state of the same structure.
 """
 
 import io as _io
@@ -25,7 +25,6 @@ class CheckpointError(ValueError):
 
 
 def _flat(state: train.TrainState) -> list[np.ndarray]:
-    state = state._replace(key=jax.random.key_data(state.key))
     return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(jax.device_get(state))]
 
 
@@ -55,10 +54,7 @@ def restore(path: str | os.PathLike, template: train.TrainState) -> tuple[train.
         dtypes (it was written by a run with another model or optimizer).
     """
     leaves, meta = _read(path)
-    impl = jax.random.key_impl(template.key)
-    want, treedef = jax.tree_util.tree_flatten(
-        template._replace(key=jax.random.key_data(template.key))
-    )
+    want, treedef = jax.tree_util.tree_flatten(template)
     got = [(a.shape, a.dtype) for a in leaves]
     expected = [(np.shape(a), np.asarray(a).dtype) for a in want]
     if got != expected:
@@ -67,5 +63,4 @@ def restore(path: str | os.PathLike, template: train.TrainState) -> tuple[train.
             "(another model, optimizer or dtype wrote it); use another --output_dir or the "
             "flags of the run that wrote it."
         )
-    state = jax.tree_util.tree_unflatten(treedef, leaves)
-    return state._replace(key=jax.random.wrap_key_data(state.key, impl=impl)), meta
+    return jax.tree_util.tree_unflatten(treedef, leaves), meta

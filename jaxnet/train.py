@@ -127,11 +127,13 @@ class TrainState(NamedTuple):
     params: Params
     opt_state: optax.OptState
     step: Array  # updates taken so far, int32 []
-    key: Array  # PRNG key for the next epoch's shuffle
+    key: Array  # raw data (uint32) of the PRNG key for the next epoch's shuffle
 
 
 def init_state(params: Params, optimizer: optax.GradientTransformation, key) -> TrainState:
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), key)
+    """The state before the first step; key (a typed PRNG key) drives every shuffle."""
+    step = jnp.zeros((), jnp.int32)
+    return TrainState(params, optimizer.init(params), step, jax.random.key_data(key))
 
 
 def batches_per_epoch(n: int, batch_size: int) -> int:
@@ -178,7 +180,7 @@ def make_train_epoch(
     batch = parallel.sharded_batch(mesh)
 
     def epoch(state: TrainState, x: Array, y: Array):
-        key, shuffle_key, augment_key = jax.random.split(state.key, 3)
+        key, shuffle_key, augment_key = jax.random.split(jax.random.wrap_key_data(state.key), 3)
         indices = epoch_indices(shuffle_key, x.shape[0], batch_size)
         keys = jax.random.split(augment_key, indices.shape[0])
 
@@ -195,10 +197,27 @@ def make_train_epoch(
 
         carry = (state.params, state.opt_state)
         (params, opt_state), losses = jax.lax.scan(step, carry, (indices, keys))
-        return TrainState(params, opt_state, state.step + indices.shape[0], key), losses
+        step_count = state.step + indices.shape[0]
+        return TrainState(params, opt_state, step_count, jax.random.key_data(key)), losses
 
     everywhere = parallel.replicated(mesh)
-    return jax.jit(epoch, in_shardings=everywhere, out_shardings=everywhere)
+    return _placing(jax.jit(epoch, in_shardings=everywhere, out_shardings=everywhere), everywhere)
+
+
+def _placing(jitted, shardings):
+    """jitted, called on its arguments moved to `shardings` first.
+
+    Host arrays and arrays already placed then share one cache entry, so the first call
+    (fresh params) and the later ones (its own outputs) run the same compiled program.
+    `.jitted` is the jitted function itself.
+    """
+
+    def call(*args):
+        placed = shardings if isinstance(shardings, tuple) else (shardings,) * len(args)
+        return jitted(*(jax.device_put(a, s) for a, s in zip(args, placed)))
+
+    call.jitted = jitted
+    return call
 
 
 def example_losses(params: Params, x: Array, y: Array, loss: str) -> tuple[Array, Array]:
@@ -230,8 +249,9 @@ def make_evaluate(loss: str, mesh=None) -> Callable[..., tuple[Array, Array]]:
         total = weights.sum()
         return (values * weights).sum() / total, (correct * weights).sum() / total
 
-    rows, everywhere = parallel.sharded_batch(mesh), parallel.replicated(mesh)
-    return jax.jit(evaluate, in_shardings=(everywhere, rows, rows, rows), out_shardings=everywhere)
+    shardings = (parallel.replicated(mesh), *[parallel.sharded_batch(mesh)] * 3)
+    jitted = jax.jit(evaluate, in_shardings=shardings, out_shardings=parallel.replicated(mesh))
+    return _placing(jitted, shardings)
 
 
 def pad_rows(x, y, multiple: int):

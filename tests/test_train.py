@@ -10,7 +10,7 @@ import pytest
 from conftest import make_problem
 
 import jaxnet
-from jaxnet import train
+from jaxnet import checkpoint, train
 
 
 def test_make_optimizer_by_name():
@@ -44,3 +44,90 @@ def test_fit_full_batch_lowers_the_loss_and_matches_a_python_loop():
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), final, p
     )
     assert jnp.isfinite(losses).all()
+
+
+# ------------------------------------------------------------ minibatch epochs
+
+
+def _epoch_problem(n=50, batch_size=16, optimizer=None):
+    params, x, _ = make_problem([5, 8, 3], n, "cross_entropy", "float32")
+    y = jax.random.randint(jax.random.key(4), (n,), 0, 3)
+    optimizer = optimizer or train.make_training_optimizer("adamw", 1e-2, "cosine", 40, 1e-3)
+    loss = functools.partial(jaxnet.mlp_loss, loss="cross_entropy")
+    epoch = train.make_train_epoch(loss, optimizer, batch_size)
+    return epoch, train.init_state(params, optimizer, jax.random.key(5)), x, y
+
+
+def test_epoch_indices_cover_every_example_with_equal_batches():
+    idx = train.epoch_indices(jax.random.key(0), 50, 16)
+    assert idx.shape == (4, 16)
+    assert set(np.asarray(idx).ravel().tolist()) == set(range(50))
+    with pytest.raises(ValueError, match="batch_size=60 must lie in"):
+        train.epoch_indices(jax.random.key(0), 50, 60)
+
+
+def test_epochs_compile_once_and_lower_the_loss():
+    epoch, state, x, y = _epoch_problem()  # 50 examples: the last batch is partial
+    first = None
+    for _ in range(4):
+        state, losses = epoch(state, x, y)
+        first = losses.mean() if first is None else first
+    assert epoch.jitted._cache_size() == 1  # no recompilation after the first epoch
+    assert losses.mean() < first and int(state.step) == 16
+
+
+def test_checkpoint_resume_is_bitwise_identical(tmp_path):
+    epoch, state, x, y = _epoch_problem()
+    straight = state
+    for _ in range(4):
+        straight, _ = epoch(straight, x, y)
+    for _ in range(2):
+        state, _ = epoch(state, x, y)
+    checkpoint.save(tmp_path / "ckpt.npz", state, {"epoch": 2})
+    template = _epoch_problem()[1]
+    resumed, meta = checkpoint.restore(tmp_path / "ckpt.npz", template)
+    assert meta == {"epoch": 2}
+    for _ in range(2):
+        resumed, _ = epoch(resumed, x, y)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed, straight)
+
+
+def test_checkpoint_refuses_other_runs_and_junk(tmp_path):
+    _, state, _, _ = _epoch_problem()
+    checkpoint.save(tmp_path / "a.npz", state, {})
+    _, other, _, _ = _epoch_problem(optimizer=optax.sgd(0.1))
+    with pytest.raises(checkpoint.CheckpointError, match="do not match this run"):
+        checkpoint.restore(tmp_path / "a.npz", other)
+    (tmp_path / "b.npz").write_bytes(b"junk")
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable jaxnet checkpoint"):
+        checkpoint.restore(tmp_path / "b.npz", state)
+
+
+def test_evaluate_ignores_padding_rows():
+    params, x, _ = make_problem([5, 8, 3], 7, "cross_entropy", "float32")
+    y = jnp.array([0, 1, 2, 0, 1, 2, 0])
+    evaluate = train.make_evaluate("cross_entropy")
+    loss, acc = evaluate(params, *train.pad_rows(x, y, 1))
+    padded = train.pad_rows(np.asarray(x), np.asarray(y), 4)
+    assert len(padded[0]) == 8 and padded[2].sum() == 7
+    loss8, acc8 = evaluate(params, *padded)
+    np.testing.assert_allclose([loss8, acc8], [loss, acc], rtol=1e-6)
+    want = optax.softmax_cross_entropy_with_integer_labels(jaxnet.mlp(params, x), y).mean()
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", train.SCHEDULES)
+def test_schedules_peak_at_the_learning_rate(schedule):
+    lr = train.make_schedule(schedule, 0.1, 100)
+    assert max(float(lr(t)) for t in range(100)) == pytest.approx(0.1, rel=1e-6)
+    if schedule != "constant":
+        assert float(lr(100)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_weight_decay_is_decoupled_or_l2():
+    params = {"w": jnp.ones(3)}
+    zero = {"w": jnp.zeros(3)}
+    for name in ("adamw", "sgd"):
+        opt = train.make_training_optimizer(name, 0.1, "constant", 10, weight_decay=0.5)
+        updates, _ = opt.update(zero, opt.init(params), params)
+        assert (updates["w"] < 0).all(), name  # decay pulls weights toward zero
