@@ -169,8 +169,9 @@ class Run:
             config["weight_decay"],
         )  # fmt: skip
         self.loss = functools.partial(jaxnet.mlp_loss, loss=config["loss"], grad=config["grad"])
+        augment = data.random_flip if config["augment"] == "flip" else None
         self.epoch_fn = train.make_train_epoch(
-            self.loss, self.optimizer, config["batch_size"], mesh
+            self.loss, self.optimizer, config["batch_size"], mesh, augment=augment
         )
         self.evaluate_fn = train.make_evaluate(config["loss"], mesh)
         init_key, shuffle_key = jax.random.split(jax.random.key(config["seed"]))

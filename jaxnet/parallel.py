@@ -7,6 +7,8 @@ a global batch means the same on 1 device as on 8, and across several processes.
 """
 
 import hashlib
+import socket
+import time
 
 import jax
 import numpy as np
@@ -52,6 +54,9 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, *,
     """
     if not 0 <= process_id < num_processes:
         raise ValueError(f"process_id={process_id} must lie in [0, num_processes={num_processes}).")
+    if process_id != 0:
+        # jax aborts the whole process when it cannot reach the coordinator; look first.
+        _wait_for_coordinator(coordinator_address, process_id, num_processes, timeout_seconds)
     try:
         jax.distributed.initialize(
             coordinator_address, num_processes, process_id,
@@ -65,6 +70,25 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, *,
             "process 0 first, check the address and port, and use the same --num_processes "
             "everywhere."
         ) from None
+
+
+def _wait_for_coordinator(address: str, process_id: int, num_processes: int, timeout: float):
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"coordinator_address={address!r} must be host:port, e.g. 10.0.0.1:1234.")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+            return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"could not join the coordinator at {address} as process {process_id} of "
+                    f"{num_processes} within {timeout:g}s ({e}). Start process 0 first, and "
+                    "check the address and port."
+                ) from None
+            time.sleep(0.25)
 
 
 def assert_same_on_all_processes(text: str, what: str = "flags") -> None:

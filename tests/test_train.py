@@ -131,3 +131,22 @@ def test_weight_decay_is_decoupled_or_l2():
         opt = train.make_training_optimizer(name, 0.1, "constant", 10, weight_decay=0.5)
         updates, _ = opt.update(zero, opt.init(params), params)
         assert (updates["w"] < 0).all(), name  # decay pulls weights toward zero
+
+
+def test_augment_runs_inside_the_epoch():
+    params, x, _ = make_problem([5, 8, 3], 32, "cross_entropy", "float32")
+    y = jnp.zeros(32, jnp.int32)
+    loss = functools.partial(jaxnet.mlp_loss, loss="cross_entropy")
+    blank = train.make_train_epoch(loss, optax.sgd(0.1), 8, augment=lambda key, xb: 0 * xb)
+    state, _ = blank(train.init_state(params, optax.sgd(0.1), jax.random.key(0)), x, y)
+    np.testing.assert_array_equal(state.params[0]["w"], params[0]["w"])  # dL/dw0 = x^T g = 0
+
+
+def test_random_flip_mirrors_about_half():
+    from jaxnet import data
+
+    x = jnp.arange(400 * 784, dtype=jnp.float32).reshape(400, 784)
+    flipped = data.random_flip(jax.random.key(0), x)
+    mirrored = (flipped.reshape(400, 28, 28) == x.reshape(400, 28, 28)[:, :, ::-1]).all((1, 2))
+    unchanged = (flipped == x).all(1)
+    assert (mirrored ^ unchanged).all() and 150 < int(mirrored.sum()) < 250
