@@ -22,3 +22,23 @@ def median_seconds(f: Callable[..., Any], *args, repeats: int = 10, warmup: int 
         jax.block_until_ready(f(*args))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_medians(
+    calls: dict[str, Callable[[], Any]], *, repeats: int = 10, warmup: int = 2
+) -> dict[str, float]:
+    """Median seconds of each zero-argument call, timed in turn: A B C A B C ...
+
+    Interleaving spreads drift in the machine (frequency, other load) over every call
+    alike, so their ratios stay fair. Warm-up rounds, compilation included, are not timed.
+    """
+    for _ in range(warmup):
+        for call in calls.values():
+            jax.block_until_ready(call())
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}

@@ -1,0 +1,475 @@
+r"""Speed and memory of the hand-derived VJPs against autodiff, the GEMM floor and PyTorch.
+
+Everything runs in one process, interleaved (A B A B ...), with block_until_ready; warm-up
+and compilation are not timed, and each figure is a median of --repeats runs.
+
+  python -m experiments.benchmark                              # every section
+  python -m experiments.benchmark --sections=step,memory --repeats=20
+  python -m experiments.benchmark --output_dir=benchmarks/results
+
+Sections: step (one gradient step per mode against autodiff and the GEMM floor), torch
+(PyTorch eager, when importable), lesson (lesson 001's 500-step run), epoch (a train_mlp
+epoch on Fashion-MNIST-sized data against its matmul floor), memory (saved residuals and
+compiled temporary bytes), devices (train_mlp on 1/2/4/8 simulated devices).
+"""
+
+import functools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+from jax._src.ad_checkpoint import saved_residuals
+
+import jaxnet
+from experiments import common
+from jaxnet import data, io, train
+from jaxnet.timing import interleaved_medians
+
+SECTIONS = ("step", "torch", "lesson", "epoch", "memory", "devices")
+_SECTIONS = flags.DEFINE_list("sections", list(SECTIONS), f"Which of {list(SECTIONS)} to run.")
+_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed runs per figure (median).", lower_bound=3)
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/benchmark", "Where benchmark.json goes.")
+_DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "2", "4", "8"], "For --sections=devices.")
+
+# (sizes, batch) of lesson 001, the lessons' MNIST MLP, and a wide MLP at two batch sizes.
+CONFIGS = [([1000, 100, 10], 64), ([784, 100, 10], 64), ([784, 800, 800, 10], 512),
+           ([784, 800, 800, 10], 4096)]  # fmt: skip
+LOSSES = ("cross_entropy", "mse")
+MODES = ("fused", "ops", "autodiff", "forward_and_backward", "floor")
+
+
+def _validate(sections):
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise flags.ValidationError(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}.")
+    return True
+
+
+flags.register_validator("sections", _validate)
+
+
+def step_flops(sizes, batch) -> float:
+    """Forward x@w, backward dW = x^T g and dX = g w^T (no dX for the data): 2*m*k*n each."""
+    pairs = list(zip(sizes, sizes[1:]))
+    macs = sum(3 * k * n for k, n in pairs) - sizes[0] * sizes[1]
+    return 2.0 * batch * macs
+
+
+def problem(sizes, batch, loss, seed=0):
+    keys = jax.random.split(jax.random.key(seed), 3)
+    params = jaxnet.init_mlp(keys[0], sizes)
+    x = jax.random.normal(keys[1], (batch, sizes[0]))
+    if loss == "cross_entropy":
+        y = jax.random.randint(keys[2], (batch,), 0, sizes[-1])
+    else:
+        y = jax.random.normal(keys[2], (batch, sizes[-1]))
+    return params, x, y
+
+
+def gemm_floor(params, x, g_out):
+    """The step's matrix products alone, nothing else: the floor any gradient step pays."""
+    acts, outs = [x], []
+    for layer in params[:-1]:
+        acts.append(acts[-1] @ layer["w"])
+    outs.append(acts[-1] @ params[-1]["w"])
+    g = g_out
+    for i in reversed(range(len(params))):
+        outs.append(acts[i].T @ g)
+        if i > 0:
+            g = g @ params[i]["w"].T
+    return outs, g
+
+
+def step_functions(sizes, batch, loss):
+    """Jitted zero-argument calls, one per mode, each returning the gradients."""
+    params, x, y = problem(sizes, batch, loss)
+    grad = {m: jax.jit(jax.grad(functools.partial(jaxnet.mlp_loss, loss=loss, grad=m)))
+            for m in ("fused", "ops", "autodiff")}  # fmt: skip
+    fb = jax.jit(functools.partial(jaxnet.forward_and_backward, loss=loss))
+    floor = jax.jit(gemm_floor)
+    g_out = jnp.ones((batch, sizes[-1]))
+    calls = {m: functools.partial(grad[m], params, x, y) for m in grad}
+    calls["forward_and_backward"] = functools.partial(fb, params, x, y)
+    calls["floor"] = functools.partial(floor, params, x, g_out)
+    return calls
+
+
+def section_step(repeats):
+    rows = []
+    for sizes, batch in CONFIGS:
+        for loss in LOSSES:
+            times = interleaved_medians(step_functions(sizes, batch, loss), repeats=repeats)
+            flops = step_flops(sizes, batch)
+            for mode in MODES:
+                rows.append(dict(sizes=sizes, batch=batch, loss=loss, mode=mode,
+                                 ms=1e3 * times[mode], gflops=flops / times[mode] / 1e9,
+                                 vs_autodiff=times[mode] / times["autodiff"],
+                                 floor_over_mode=times["floor"] / times[mode]))  # fmt: skip
+    fused = [r["vs_autodiff"] for r in rows if r["mode"] == "fused"]
+    big = [r["floor_over_mode"] for r in rows if r["mode"] == "fused" and r["batch"] >= 512]
+    targets = {
+        "fused/autodiff median (<= 1.0)": statistics.median(fused),
+        "fused/autodiff max (<= 1.05)": max(fused),
+        "floor/fused min at batch >= 512 (>= 0.90)": min(big),
+    }
+    return rows, targets
+
+
+# ---------------------------------------------------------------------------- PyTorch
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch
+
+
+def torch_step_calls(torch, sizes, batch, loss, seed=0):
+    """Eager autograd steps: nn.Linear + ReLU, and the same with a custom Function MyReLU."""
+
+    class MyReLU(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * (x > 0)
+
+    torch.manual_seed(seed)
+    layers = [torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])]
+    x = torch.randn(batch, sizes[0])
+    y = (
+        torch.randint(0, sizes[-1], (batch,))
+        if loss == "cross_entropy"
+        else torch.randn(batch, sizes[-1])
+    )
+    criterion = (
+        torch.nn.functional.cross_entropy
+        if loss == "cross_entropy"
+        else torch.nn.functional.mse_loss
+    )
+
+    def step(relu):
+        h = x
+        for layer in layers[:-1]:
+            h = relu(layer(h))
+        value = criterion(layers[-1](h), y)
+        for layer in layers:
+            layer.zero_grad(set_to_none=True)
+        value.backward()
+        return value
+
+    return {"torch_autograd": lambda: step(torch.relu), "torch_myrelu": lambda: step(MyReLU.apply)}
+
+
+def section_torch(repeats):
+    torch = _torch()
+    if torch is None:
+        return {"skipped": "torch is not importable (pip install torch==2.13.0 to compare)"}
+    rows = []
+    for sizes, batch in CONFIGS:
+        for loss in LOSSES:
+            calls = {**torch_step_calls(torch, sizes, batch, loss),
+                     "fused": step_functions(sizes, batch, loss)["fused"]}  # fmt: skip
+            times = interleaved_medians(calls, repeats=repeats)
+            for mode, t in times.items():
+                rows.append(dict(sizes=sizes, batch=batch, loss=loss, mode=mode, ms=1e3 * t,
+                                 fused_over_mode=times["fused"] / t))  # fmt: skip
+    return {"rows": rows, "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+# -------------------------------------------------------------------- lesson 001's run
+
+
+def numpy_lesson(dtype, steps=500, lr=1e-6, seed=0):
+    """Lesson 001's numpy loop, as written there."""
+    rng = np.random.default_rng(seed)
+    x, y = (
+        rng.standard_normal((64, 1000)).astype(dtype),
+        rng.standard_normal((64, 10)).astype(dtype),
+    )
+    w1, w2 = (
+        rng.standard_normal((1000, 100)).astype(dtype),
+        rng.standard_normal((100, 10)).astype(dtype),
+    )
+    for _ in range(steps):
+        h = x.dot(w1)
+        h_relu = np.maximum(h, 0)
+        y_pred = h_relu.dot(w2)
+        grad_y_pred = 2.0 * (y_pred - y)
+        grad_w2 = h_relu.T.dot(grad_y_pred)
+        grad_h = grad_y_pred.dot(w2.T)
+        grad_h[h < 0] = 0
+        grad_w1 = x.T.dot(grad_h)
+        w1 -= lr * grad_w1
+        w2 -= lr * grad_w2
+    return w1
+
+
+def torch_lesson(torch, steps=500, lr=1e-6):
+    x, y = torch.randn(64, 1000), torch.randn(64, 10)
+    w1 = torch.randn(1000, 100, requires_grad=True)
+    w2 = torch.randn(100, 10, requires_grad=True)
+    for _ in range(steps):
+        loss = (x.mm(w1).clamp(min=0).mm(w2) - y).pow(2).sum()
+        loss.backward()
+        with torch.no_grad():
+            w1 -= lr * w1.grad
+            w2 -= lr * w2.grad
+            w1.grad.zero_()
+            w2.grad.zero_()
+    return w1
+
+
+def section_lesson(repeats):
+    params, x, _ = problem([1000, 100, 10], 64, "mse")
+    params = [{"w": layer["w"]} for layer in params]
+    y = jax.random.normal(jax.random.key(9), (64, 10))
+    loss_and_grad = functools.partial(jaxnet.forward_and_backward, loss="sum_squares")
+    run = jax.jit(
+        lambda p: train.fit_full_batch(loss_and_grad, p, (x, y), train.hand_sgd(1e-6), 500)
+    )
+    calls = {"jaxnet_scan": lambda: run(params), "numpy_float64": lambda: numpy_lesson(np.float64),
+             "numpy_float32": lambda: numpy_lesson(np.float32)}  # fmt: skip
+    torch = _torch()
+    if torch is not None:
+        calls["torch_eager"] = lambda: torch_lesson(torch)
+    times = interleaved_medians(calls, repeats=repeats, warmup=1)
+    ratios = {f"jaxnet_scan/{k}": times["jaxnet_scan"] / t for k, t in times.items()}
+    return {"ms": {k: 1e3 * t for k, t in times.items()}, "ratios": ratios}
+
+
+# ---------------------------------------------------------------------- a train epoch
+
+
+def _fashion_sized():
+    try:
+        ds = data.load("fashion_mnist", download_ok=False)
+        norm = data.fit_normalizer(ds.x_train)
+        return norm(ds.x_train), ds.y_train, "fashion_mnist"
+    except data.DataError:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((60000, 784)).astype(np.float32)
+        return x, rng.integers(0, 10, 60000).astype(np.int32), "random 60000x784"
+
+
+def epoch_floor(sizes, batch_size, n):
+    """A jitted scan of just the epoch's matrix products, batch by batch."""
+    batches = train.batches_per_epoch(n, batch_size)
+
+    def run(params, x):
+        g = jnp.ones((batch_size, sizes[-1]))
+
+        def body(carry, i):
+            xb = jax.lax.dynamic_slice_in_dim(x, i * batch_size % (n - batch_size), batch_size)
+            outs, dx = gemm_floor(params, xb, g)
+            return carry + sum(o.sum() for o in outs) + dx.sum(), None
+
+        return jax.lax.scan(body, 0.0, jnp.arange(batches))[0]
+
+    return jax.jit(run)
+
+
+def torch_epoch(torch, sizes, x, y, batch_size, lr=1e-3):
+    layers = [torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])]
+    opt = torch.optim.AdamW([p for layer in layers for p in layer.parameters()], lr=lr)
+    x, y = torch.from_numpy(x), torch.from_numpy(y).long()
+
+    def epoch():
+        order = torch.randperm(len(x))
+        for i in range(0, len(x), batch_size):
+            idx = order[i : i + batch_size]
+            h = x[idx]
+            for layer in layers[:-1]:
+                h = torch.relu(layer(h))
+            loss = torch.nn.functional.cross_entropy(layers[-1](h), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return epoch
+
+
+def section_epoch(repeats, sizes=(784, 512, 512, 10), batch_size=128):
+    x, y, source = _fashion_sized()
+    sizes = list(sizes)
+    params = jaxnet.init_mlp(jax.random.key(0), sizes)
+    steps = train.batches_per_epoch(len(x), batch_size)
+    opt = train.make_training_optimizer("adamw", 1e-3, "cosine", 10 * steps, 0.05)
+    loss = functools.partial(jaxnet.mlp_loss, loss="cross_entropy", grad="fused")
+    epoch = train.make_train_epoch(loss, opt, batch_size)
+    state = train.init_state(params, opt, jax.random.key(1))
+    xd, yd = jax.device_put(x), jax.device_put(y)
+    floor = epoch_floor(sizes, batch_size, len(x))
+    calls = {"train_epoch": lambda: epoch(state, xd, yd), "floor": lambda: floor(params, xd)}
+    torch = _torch()
+    if torch is not None:
+        calls["torch_eager_epoch"] = torch_epoch(torch, sizes, x, y, batch_size)
+    times = interleaved_medians(calls, repeats=max(3, repeats // 3), warmup=1)
+    return {"data": source, "sizes": sizes, "batch_size": batch_size,
+            "seconds": times, "epoch_over_floor": times["train_epoch"] / times["floor"],
+            **({"epoch_over_torch": times["train_epoch"] / times["torch_eager_epoch"]}
+               if "torch_eager_epoch" in times else {})}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def _bytes(avals) -> int:
+    return int(sum(np.prod(a.shape) * a.dtype.itemsize for a in avals))
+
+
+def section_memory():
+    rows = []
+    for sizes, batch in CONFIGS:
+        for loss in LOSSES:
+            params, x, y = problem(sizes, batch, loss)
+            row = dict(sizes=sizes, batch=batch, loss=loss)
+            for mode in ("fused", "ops", "autodiff"):
+                f = functools.partial(jaxnet.mlp_loss, loss=loss, grad=mode)
+                saved = saved_residuals(f, params, x, y)
+                row[f"{mode}_residual_bytes"] = _bytes(
+                    a for a, why in saved if "argument" not in why
+                )
+                row[f"{mode}_residual_count"] = sum("argument" not in why for _, why in saved)
+                compiled = jax.jit(jax.grad(f)).lower(params, x, y).compile()
+                row[f"{mode}_temp_bytes"] = int(compiled.memory_analysis().temp_size_in_bytes)
+            row["fused/autodiff residuals"] = (
+                row["fused_residual_bytes"] / row["autodiff_residual_bytes"]
+            )
+            row["fused/autodiff temp"] = row["fused_temp_bytes"] / max(
+                row["autodiff_temp_bytes"], 1
+            )
+            rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def section_devices():
+    """train_mlp's digits run on N simulated CPU devices; they share the same cores."""
+    rows = []
+    root = Path(__file__).resolve().parents[1]
+    for count in [int(c) for c in _DEVICE_COUNTS.value]:
+        with tempfile.TemporaryDirectory() as out:
+            env = {**os.environ, "PYTHONPATH": str(root),
+                   "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}  # fmt: skip
+            cmd = [sys.executable, "-m", "experiments.train_mlp", "--dataset=digits", "--epochs=3",
+                   "--batch_size=64", "--seed=3", f"--output_dir={out}"]  # fmt: skip
+            subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True, timeout=600)
+            summary = json.loads(Path(out, "summary.json").read_text())
+            last = [
+                json.loads(line) for line in Path(out, "metrics.jsonl").read_text().splitlines()
+            ][-1]
+        rows.append(dict(devices=summary["devices"], test_loss=summary["test_loss"],
+                         wall_seconds=summary["wall_seconds"],
+                         samples_per_second=last["samples_per_second"]))  # fmt: skip
+    return rows
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _print_table(title, header, rows):
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def report(results):
+    if "step" in results:
+        _print_table("gradient step (median ms; ratios in the same process)",
+                     ["sizes", "batch", "loss", "mode", "ms", "GFLOP/s", "/autodiff", "floor/mode"],
+                     [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"], r["mode"],
+                       f"{r['ms']:.3f}", f"{r['gflops']:.1f}", f"{r['vs_autodiff']:.3f}",
+                       f"{r['floor_over_mode']:.3f}"]
+                      for r in results["step"]["rows"]])  # fmt: skip
+        for k, v in results["step"]["targets"].items():
+            print(f"- {k}: {v:.3f}")
+    if "torch" in results:
+        t = results["torch"]
+        if "skipped" in t:
+            print(f"\n## PyTorch eager: skipped, {t['skipped']}")
+        else:
+            _print_table(f"PyTorch {t['torch']} eager, {t['threads']} threads (median ms)",
+                         ["sizes", "batch", "loss", "mode", "ms", "fused/mode"],
+                         [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"], r["mode"],
+                           f"{r['ms']:.3f}", f"{r['fused_over_mode']:.3f}"]
+                          for r in t["rows"]])  # fmt: skip
+    if "lesson" in results:
+        lesson = results["lesson"]
+        _print_table("lesson 001, 500 steps (median ms)", ["run", "ms", "jaxnet_scan/run"],
+                     [[k, f"{v:.1f}", f"{lesson['ratios']['jaxnet_scan/' + k]:.3f}"]
+                      for k, v in lesson["ms"].items()])  # fmt: skip
+    if "epoch" in results:
+        e = results["epoch"]
+        _print_table(f"one train_mlp epoch, {e['data']}, {'-'.join(map(str, e['sizes']))}, "
+                     f"batch {e['batch_size']} (median s)", ["run", "s"],
+                     [[k, f"{v:.3f}"] for k, v in e["seconds"].items()])  # fmt: skip
+        print(f"- epoch/floor: {e['epoch_over_floor']:.3f}")
+        if "epoch_over_torch" in e:
+            print(f"- epoch/torch eager epoch: {e['epoch_over_torch']:.3f}")
+    if "memory" in results:
+        _print_table("memory: residuals saved for the backward (beyond the arguments), "
+                     "compiled temporaries (bytes)",
+                     ["sizes", "batch", "loss", "fused res", "ops res", "autodiff res",
+                      "fused/autodiff res", "fused temp", "autodiff temp", "fused/autodiff temp"],
+                     [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"],
+                       str(r["fused_residual_bytes"]), str(r["ops_residual_bytes"]),
+                       str(r["autodiff_residual_bytes"]), f"{r['fused/autodiff residuals']:.3f}",
+                       str(r["fused_temp_bytes"]), str(r["autodiff_temp_bytes"]),
+                       f"{r['fused/autodiff temp']:.3f}"] for r in results["memory"]])  # fmt: skip
+    if "devices" in results:
+        _print_table("train_mlp digits, 3 epochs, batch 64, on N simulated CPU devices "
+                     "(they share the same cores: not faster)",
+                     ["devices", "test loss", "wall s", "samples/s (last epoch)"],
+                     [[str(r["devices"]), f"{r['test_loss']:.6f}", f"{r['wall_seconds']:.2f}",
+                       f"{r['samples_per_second']:,.0f}"] for r in results["devices"]])  # fmt: skip
+
+
+def main(argv):
+    del argv
+    common.quiet_jax_logs()
+    sections, repeats = _SECTIONS.value, _REPEATS.value
+    results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                           "backend": jax.default_backend(), "devices": jax.device_count(),
+                           "jax": jax.__version__, "optax": optax.__version__},
+               "repeats": repeats}  # fmt: skip
+    start = time.perf_counter()
+    if "step" in sections:
+        rows, targets = section_step(repeats)
+        results["step"] = {"rows": rows, "targets": targets}
+    runners = {"torch": lambda: section_torch(repeats), "lesson": lambda: section_lesson(repeats),
+               "epoch": lambda: section_epoch(repeats), "memory": section_memory,
+               "devices": section_devices}  # fmt: skip
+    for name, runner in runners.items():
+        if name in sections:
+            results[name] = runner()
+    results["seconds"] = time.perf_counter() - start
+    report(results)
+    path = io.write_json_atomic(Path(_OUTPUT_DIR.value) / "benchmark.json", results)
+    print(f"\nwrote {path} in {results['seconds']:.0f}s")
+
+
+if __name__ == "__main__":
+    app.run(main)
