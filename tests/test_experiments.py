@@ -115,3 +115,17 @@ def test_dynamic_net_small(tmp_path, grad):
     assert all(r["ok"] for r in results["checks"])
     assert np.mean(results["losses"][-10:]) < results["first_loss"] / 5
     assert set(results["repeats"]) <= {0, 1, 2, 3} and len(set(results["repeats"])) > 1
+
+
+def test_benchmark_writes_table_and_json(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "experiments.benchmark", "--sections=lesson", "--repeats=3",
+           f"--output_dir={tmp_path}"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "benchmark.json").read_text())
+    assert {"jaxnet_scan", "numpy_float64", "numpy_float32"} <= set(results["lesson"]["ms"])
+    assert "| jaxnet_scan |" in done.stdout
+    bad = subprocess.run([*cmd[:3], "--sections=speed"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert bad.returncode != 0 and "unknown sections" in bad.stderr
