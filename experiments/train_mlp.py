@@ -193,8 +193,8 @@ class Run:
             a["y_train"][: config["batch_size"]],
         )
 
-    def gradient_check(self) -> str:
-        """One line: the hand VJP against jax.grad of plain jax.numpy on the first batch."""
+    def gradient_check(self) -> tuple[str, bool]:
+        """(one line, ok): the hand VJP against jax.grad of plain jax.numpy on the first batch."""
         x, y = self.first_batch  # on the host: a check needs no mesh
         params = jax.device_get(self.state.params)
         hand = "fused" if self.config["grad"] == "autodiff" else self.config["grad"]
