@@ -10,7 +10,9 @@ and compilation are not timed, and each figure is a median of --repeats runs.
 Sections: step (one gradient step per mode against autodiff and the GEMM floor), torch
 (PyTorch eager, when importable), lesson (lesson 001's 500-step run), epoch (a train_mlp
 epoch on Fashion-MNIST-sized data against its matmul floor), memory (saved residuals and
-compiled temporary bytes), devices (train_mlp on 1/2/4/8 simulated devices).
+compiled temporary bytes), profile (jax.profiler time by kind of op for the epoch and the
+batch-4096 step, with their HLO in --output_dir/profile/), devices (train_mlp on 1/2/4/8
+simulated devices).
 """
 
 import functools
@@ -33,10 +35,10 @@ from jax._src.ad_checkpoint import saved_residuals
 
 import jaxnet
 from experiments import common
-from jaxnet import data, io, train
+from jaxnet import data, io, profiling, train
 from jaxnet.timing import interleaved_medians
 
-SECTIONS = ("step", "torch", "lesson", "epoch", "memory", "devices")
+SECTIONS = ("step", "torch", "lesson", "epoch", "profile", "memory", "devices")
 _SECTIONS = flags.DEFINE_list("sections", list(SECTIONS), f"Which of {list(SECTIONS)} to run.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed runs per figure (median).", lower_bound=3)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/benchmark", "Where benchmark.json goes.")
@@ -307,26 +309,64 @@ def torch_epoch(torch, sizes, x, y, batch_size, lr=1e-3):
     return epoch
 
 
-def section_epoch(repeats, sizes=(784, 512, 512, 10), batch_size=128):
+EPOCH_SIZES, EPOCH_BATCH = [784, 512, 512, 10], 128
+
+
+def epoch_calls(sizes=EPOCH_SIZES, batch_size=EPOCH_BATCH):
+    """(source, {name: (jitted, args)}): train_mlp's Fashion-MNIST epoch and its floor.
+
+    The epoch is train_mlp's default for fashion_mnist: AdamW with weight decay 0.05 on a
+    cosine schedule, label smoothing 0.1 and the flip augmentation.
+    """
     x, y, source = _fashion_sized()
-    sizes = list(sizes)
     params = jaxnet.init_mlp(jax.random.key(0), sizes)
     steps = train.batches_per_epoch(len(x), batch_size)
-    opt = train.make_training_optimizer("adamw", 1e-3, "cosine", 10 * steps, 0.05)
-    loss = functools.partial(jaxnet.mlp_loss, loss="cross_entropy", grad="fused")
-    epoch = train.make_train_epoch(loss, opt, batch_size)
+    opt = train.make_training_optimizer("adamw", 1e-3, "cosine", 24 * steps, 0.05)
+    loss = functools.partial(jaxnet.mlp_loss, loss="cross_entropy", grad="fused",
+                             label_smoothing=0.1)  # fmt: skip
+    epoch = train.make_train_epoch(loss, opt, batch_size, augment=data.random_flip)
     state = train.init_state(params, opt, jax.random.key(1))
     xd, yd = jax.device_put(x), jax.device_put(y)
     floor = epoch_floor(sizes, batch_size, len(x))
-    calls = {"train_epoch": lambda: epoch(state, xd, yd), "floor": lambda: floor(params, xd)}
+    return source, {"train_epoch": (epoch.jitted, (state, xd, yd)), "floor": (floor, (params, xd))}
+
+
+def section_epoch(repeats, sizes=EPOCH_SIZES, batch_size=EPOCH_BATCH):
+    source, jitted = epoch_calls(sizes, batch_size)
+    calls = {name: functools.partial(f, *args) for name, (f, args) in jitted.items()}
     torch = _torch()
     if torch is not None:
+        x, y = (np.asarray(a) for a in jitted["train_epoch"][1][1:])
         calls["torch_eager_epoch"] = torch_epoch(torch, sizes, x, y, batch_size)
     times = interleaved_medians(calls, repeats=max(3, repeats // 3), warmup=1)
     return {"data": source, "sizes": sizes, "batch_size": batch_size,
             "seconds": times, "epoch_over_floor": times["train_epoch"] / times["floor"],
             **({"epoch_over_torch": times["train_epoch"] / times["torch_eager_epoch"]}
                if "torch_eager_epoch" in times else {})}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def section_profile(output_dir: Path):
+    """jax.profiler traces of the missed targets, op time summed by kind; HLO text saved.
+
+    The epoch against its floor, and the batch-4096 step (fused, autodiff, floor).
+    """
+    _, runs = epoch_calls()
+    sizes, batch = [784, 800, 800, 10], 4096
+    params, x, y = problem(sizes, batch, "cross_entropy")
+    for mode in ("fused", "autodiff"):
+        f = jax.jit(jax.grad(functools.partial(jaxnet.mlp_loss, loss="cross_entropy", grad=mode)))
+        runs[f"step_{mode}_4096"] = (f, (params, x, y))
+    runs["step_floor_4096"] = (jax.jit(gemm_floor), (params, x, jnp.ones((batch, sizes[-1]))))
+    folder = output_dir / "profile"
+    rows = []
+    for name, (jitted, args) in runs.items():
+        hlo, ms = profiling.time_by_kind(jitted, *args)
+        io.write_bytes_atomic(folder / f"{name}.hlo.txt", hlo.encode())
+        rows.append({"run": name, "ms": ms})
+    return rows
 
 
 # ---------------------------------------------------------------------------- memory
@@ -429,6 +469,12 @@ def report(results):
         print(f"- epoch/floor: {e['epoch_over_floor']:.3f}")
         if "epoch_over_torch" in e:
             print(f"- epoch/torch eager epoch: {e['epoch_over_torch']:.3f}")
+    if "profile" in results:
+        kinds = ["matmul", "elementwise", "gather", "shuffle", "copy", "total ops", "wall"]
+        _print_table("profile: jax.profiler op time by kind, one call (ms; ops may overlap)",
+                     ["run", *kinds],
+                     [[r["run"], *(f"{r['ms'].get(k, 0.0):.1f}" for k in kinds)]
+                      for r in results["profile"]])  # fmt: skip
     if "memory" in results:
         _print_table("memory: residuals saved for the backward (beyond the arguments), "
                      "compiled temporaries (bytes)",
@@ -460,8 +506,9 @@ def main(argv):
         rows, targets = section_step(repeats)
         results["step"] = {"rows": rows, "targets": targets}
     runners = {"torch": lambda: section_torch(repeats), "lesson": lambda: section_lesson(repeats),
-               "epoch": lambda: section_epoch(repeats), "memory": section_memory,
-               "devices": section_devices}  # fmt: skip
+               "epoch": lambda: section_epoch(repeats),
+               "profile": lambda: section_profile(Path(_OUTPUT_DIR.value)),
+               "memory": section_memory, "devices": section_devices}  # fmt: skip
     for name, runner in runners.items():
         if name in sections:
             results[name] = runner()

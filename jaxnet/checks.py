@@ -24,6 +24,26 @@ def one_of(value: str, choices: Sequence[str], argument: str) -> str:
     return value
 
 
+def label_smoothing(value, loss: str = "cross_entropy") -> float:
+    """`value` as a Python float in [0, 1); only cross_entropy takes a nonzero one.
+
+    It is a static part of the loss (a jit recompiles per value), not a traced array.
+    """
+    if isinstance(value, jax.core.Tracer) or not np.isscalar(value) or isinstance(value, str):
+        raise TypeError(
+            f"label_smoothing must be a Python float, got {type(value).__name__}; "
+            "it is fixed for a run, so pass it as a number, not as an array."
+        )
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"label_smoothing={value} must lie in [0, 1); 0.1 is the usual choice.")
+    if value and loss != "cross_entropy":
+        raise ValueError(
+            f"label_smoothing={value} applies to loss 'cross_entropy' only, not {loss!r}."
+        )
+    return value
+
+
 def is_concrete(x: ArrayLike) -> bool:
     """True when `x` holds values on the host (not a tracer inside jit, vmap or grad)."""
     return not isinstance(x, jax.core.Tracer)

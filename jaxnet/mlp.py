@@ -123,36 +123,45 @@ def _backward(params: Params, inputs: list[Array], dout: Array, *, need_dx: bool
     return grads, dx
 
 
-def _loss_forward(loss: str, out: Array, y: Array):
+def _loss_rules(loss: str, smoothing: float):
+    """(forward, backward) of the named loss, label smoothing bound for cross_entropy."""
+    forward, backward = ops.LOSS_RULES[loss]
+    if loss == "cross_entropy":
+        return (functools.partial(forward, smoothing=smoothing),
+                functools.partial(backward, smoothing))  # fmt: skip
+    return forward, backward
+
+
+def _loss_forward(loss: str, smoothing: float, out: Array, y: Array):
     """(value, loss residual) of the named loss; the prediction squeezed as y needs."""
     pred = out if loss == "cross_entropy" else ops.squeeze_to(out, y)
-    forward, _ = ops.LOSS_RULES[loss]
+    forward, _ = _loss_rules(loss, smoothing)
     return forward(pred, y)
 
 
-def _loss_backward(loss: str, residual, g, out_shape) -> tuple[Array, Array | None]:
+def _loss_backward(loss: str, smoothing: float, residual, g, out_shape):
     """(cotangent of the network output, cotangent of y) for loss cotangent g."""
-    _, backward = ops.LOSS_RULES[loss]
+    _, backward = _loss_rules(loss, smoothing)
     dpred, dy = backward(residual, g)
     return dpred.reshape(out_shape), dy
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _fused_loss(params, x, y, loss):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _fused_loss(params, x, y, loss, smoothing):
     out, _ = _forward(params, x)
-    return _loss_forward(loss, out, y)[0]
+    return _loss_forward(loss, smoothing, out, y)[0]
 
 
-def _fused_loss_fwd(params, x, y, loss):
+def _fused_loss_fwd(params, x, y, loss, smoothing):
     out, inputs = _forward(params, x)
-    value, loss_residual = _loss_forward(loss, out, y)
+    value, loss_residual = _loss_forward(loss, smoothing, out, y)
     return value, (params, inputs, loss_residual)
 
 
-def _fused_loss_bwd(loss, res, g):
+def _fused_loss_bwd(loss, smoothing, res, g):
     params, inputs, loss_residual = res
     out_shape = (inputs[-1].shape[0], params[-1]["w"].shape[1])
-    dout, dy = _loss_backward(loss, loss_residual, g, out_shape)
+    dout, dy = _loss_backward(loss, smoothing, loss_residual, g, out_shape)
     grads, dx = _backward(params, inputs, dout, need_dx=True)
     return grads, dx, dy
 
@@ -168,7 +177,13 @@ def _check_call(params, x, y, loss: str) -> None:
 
 
 def mlp_loss(
-    params: Params, x: ArrayLike, y: ArrayLike, *, loss: str = "mse", grad: str = "fused"
+    params: Params,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    loss: str = "mse",
+    grad: str = "fused",
+    label_smoothing: float = 0.0,
 ) -> Array:
     """The loss of `mlp(params, x)` against y, differentiable three ways.
 
@@ -180,6 +195,8 @@ def mlp_loss(
       loss: "mse" (mean), "sum_squares" (sum, as lesson 001) or "cross_entropy".
       grad: "fused" (one hand-derived VJP for the whole network), "ops" (per-op hand
         VJPs composed) or "autodiff" (JAX differentiates plain jax.numpy).
+      label_smoothing: for "cross_entropy", s in [0, 1): the target is 1 - s on the label
+        plus s / classes on every class; its gradient is softmax - target.
 
     Returns:
       A scalar. `jax.grad`, `jax.jit`, `jax.vmap` and grad-of-grad work for every `grad`;
@@ -187,15 +204,17 @@ def mlp_loss(
     """
     checks.one_of(grad, checks.GRADS, "grad")
     _check_call(params, x, y, loss)
+    smoothing = checks.label_smoothing(label_smoothing, loss)
     if grad == "fused":
-        return _fused_loss(params, x, y, loss)
+        return _fused_loss(params, x, y, loss, smoothing)
     if grad == "ops":
-        return ops.LOSS_OPS[loss](mlp(params, x), y)
-    return reference.mlp_loss(params, x, y, loss=loss)
+        options = {"label_smoothing": smoothing} if loss == "cross_entropy" else {}
+        return ops.LOSS_OPS[loss](mlp(params, x), y, **options)
+    return reference.mlp_loss(params, x, y, loss=loss, label_smoothing=smoothing)
 
 
 def forward_and_backward(
-    params: Params, x: ArrayLike, y: ArrayLike, *, loss: str = "mse"
+    params: Params, x: ArrayLike, y: ArrayLike, *, loss: str = "mse", label_smoothing: float = 0.0
 ) -> tuple[Array, Params]:
     """Loss and gradients by the explicit hand-written chain, with no JAX autodiff at all.
 
@@ -203,15 +222,16 @@ def forward_and_backward(
     lin_grad and relu_grad layer by layer from the output down.
 
     Args:
-      params, x, y, loss: as `mlp_loss`.
+      params, x, y, loss, label_smoothing: as `mlp_loss`.
 
     Returns:
       (loss, grads), grads shaped like params.
     """
     _check_call(params, x, y, loss)
+    smoothing = checks.label_smoothing(label_smoothing, loss)
     x, y = jnp.asarray(x), jnp.asarray(y)
     out, inputs = _forward(params, x)
-    value, loss_residual = _loss_forward(loss, out, y)
-    dout, _ = _loss_backward(loss, loss_residual, jnp.ones_like(value), out.shape)
+    value, loss_residual = _loss_forward(loss, smoothing, out, y)
+    dout, _ = _loss_backward(loss, smoothing, loss_residual, jnp.ones_like(value), out.shape)
     grads, _ = _backward(params, inputs, dout, need_dx=False)
     return value, grads

@@ -10,6 +10,8 @@ raises "can't apply forward-mode autodiff (jvp) to a custom_vjp function." Use r
 mode (`jax.grad`, `jax.vjp`, `jax.jacrev`), including reverse-over-reverse for Hessians.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -217,31 +219,39 @@ def _valid_labels(labels, classes):
     return (labels >= 0) & (labels < classes)
 
 
-def _nll(logp, labels):
-    """Mean of -logp[label]; NaN when any label is out of range (only checkable under jit)."""
+def _cross_entropy(logp, labels, smoothing):
+    """Mean over examples of -sum_j t_j logp_j, t = (1 - smoothing) onehot + smoothing / k.
+
+    NaN when any label is out of range (only checkable under jit).
+    """
     classes = logp.shape[-1]
     picked = jnp.take_along_axis(logp, jnp.clip(labels, 0, classes - 1)[..., None], axis=-1)
-    nll = jnp.where(_valid_labels(labels, classes), -picked[..., 0], jnp.nan)
-    return jnp.mean(nll)
+    nll = -picked[..., 0]
+    if smoothing:
+        nll = (1 - smoothing) * nll - smoothing * jnp.mean(logp, axis=-1)
+    return jnp.mean(jnp.where(_valid_labels(labels, classes), nll, jnp.nan))
 
 
-@jax.custom_vjp
-def _softmax_cross_entropy(logits, labels):
-    return _nll(_log_softmax(logits), labels)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _softmax_cross_entropy(logits, labels, smoothing=0.0):
+    return _cross_entropy(_log_softmax(logits), labels, smoothing)
 
 
-def _softmax_cross_entropy_fwd(logits, labels):
+def _softmax_cross_entropy_fwd(logits, labels, smoothing=0.0):
     logp = _log_softmax(logits)
-    return _nll(logp, labels), (logp, labels)
+    return _cross_entropy(logp, labels, smoothing), (logp, labels)
 
 
-def _softmax_cross_entropy_bwd(res, g):
-    # loss = mean_b(lse(z_b) - z_b[y_b]), so dz_bj = (softmax_bj - 1[j = y_b]) / n.
+def _softmax_cross_entropy_bwd(smoothing, res, g):
+    # loss = mean_b(lse(z_b) - sum_j t_bj z_bj) with sum_j t_bj = 1, so
+    # dz_bj = (softmax_bj - t_bj) / n, t = (1 - smoothing) onehot + smoothing / classes.
     # Integer labels get no cotangent (None).
     logp, labels = res
     classes = logp.shape[-1]
-    onehot = jax.nn.one_hot(labels, classes, dtype=logp.dtype)
-    dlogits = (g / labels.size) * (jnp.exp(logp) - onehot)
+    target = jax.nn.one_hot(labels, classes, dtype=logp.dtype)
+    if smoothing:
+        target = (1 - smoothing) * target + smoothing / classes
+    dlogits = (g / labels.size) * (jnp.exp(logp) - target)
     dlogits = jnp.where(_valid_labels(labels, classes)[..., None], dlogits, jnp.nan)
     return dlogits, None
 
@@ -249,19 +259,24 @@ def _softmax_cross_entropy_bwd(res, g):
 _softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)
 
 
-def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
+def softmax_cross_entropy(
+    logits: ArrayLike, labels: ArrayLike, *, label_smoothing: float = 0.0
+) -> Array:
     """Mean cross-entropy of softmax(logits) against integer labels.
 
     Args:
       logits: [..., classes] unnormalised log-probabilities.
       labels: integer classes [...] in [0, classes). Checked on the host when concrete;
         under `jax.jit` an out-of-range label makes the loss and its gradient NaN.
+      label_smoothing: s in [0, 1): the target puts 1 - s on the label and spreads s
+        evenly over all classes (Szegedy et al. 2016). 0 is plain cross-entropy.
 
     Returns:
       A scalar.
     """
     checks.check_labels(jnp.shape(logits), labels, "softmax_cross_entropy")
-    return _softmax_cross_entropy(logits, labels)
+    smoothing = checks.label_smoothing(label_smoothing)
+    return _softmax_cross_entropy(logits, labels, smoothing)
 
 
 # The loss rules by name, for the whole-network chain in `jaxnet.mlp`:

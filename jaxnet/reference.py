@@ -36,13 +36,19 @@ def log_softmax(logits: ArrayLike) -> Array:
     return logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
 
 
-def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
-    """mean(-log_softmax(logits)[label]); NaN where a label is out of range."""
+def softmax_cross_entropy(
+    logits: ArrayLike, labels: ArrayLike, *, label_smoothing: float = 0.0
+) -> Array:
+    """mean(-sum_j t_j log_softmax(logits)_j), t = (1 - s) onehot(label) + s / classes.
+
+    NaN where a label is out of range.
+    """
     classes = jnp.shape(logits)[-1]
     logp = log_softmax(logits)
-    picked = jnp.take_along_axis(logp, jnp.clip(labels, 0, classes - 1)[..., None], axis=-1)
+    target = jax.nn.one_hot(labels, classes, dtype=logp.dtype)
+    target = (1 - label_smoothing) * target + label_smoothing / classes
     valid = (labels >= 0) & (labels < classes)
-    return jnp.mean(jnp.where(valid, -picked[..., 0], jnp.nan))
+    return jnp.mean(jnp.where(valid, -jnp.sum(target * logp, axis=-1), jnp.nan))
 
 
 LOSSES = {"mse": mse, "sum_squares": sum_squares, "cross_entropy": softmax_cross_entropy}
@@ -55,6 +61,10 @@ def mlp(params: Params, x: ArrayLike) -> Array:
     return linear(x, params[-1]["w"], params[-1].get("b"))
 
 
-def mlp_loss(params: Params, x: ArrayLike, y: ArrayLike, *, loss: str = "mse") -> Array:
+def mlp_loss(
+    params: Params, x: ArrayLike, y: ArrayLike, *, loss: str = "mse", label_smoothing: float = 0.0
+) -> Array:
     """The loss of `mlp(params, x)` against y."""
+    if loss == "cross_entropy":
+        return softmax_cross_entropy(mlp(params, x), y, label_smoothing=label_smoothing)
     return LOSSES[loss](mlp(params, x), y)

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import GRADS, LOSSES, TOLERANCES, make_problem
 from hypothesis import given, settings
@@ -159,3 +160,56 @@ def test_init_mlp_layout():
 def test_mlp_forward_matches_reference():
     params, x, _ = make_problem([5, 7, 3], 4, "mse", "float32")
     np.testing.assert_allclose(jaxnet.mlp(params, x), reference.mlp(params, x), rtol=1e-6)
+
+
+def _smoothed_grads(params, x, y, smoothing):
+    """{mode: grads} of cross-entropy with label smoothing, and optax's as the reference."""
+    loss = functools.partial(jaxnet.mlp_loss, loss="cross_entropy", label_smoothing=smoothing)
+    grads = {g: jax.grad(functools.partial(loss, grad=g))(params, x, y) for g in GRADS}
+    grads["forward_and_backward"] = jaxnet.forward_and_backward(
+        params, x, y, loss="cross_entropy", label_smoothing=smoothing
+    )[1]
+
+    def optax_loss(params):  # an implementation independent of jaxnet.reference
+        target = optax.smooth_labels(jax.nn.one_hot(y, 4, dtype=x.dtype), smoothing)
+        return optax.softmax_cross_entropy(reference.mlp(params, x), target).mean()
+
+    return grads, optax_loss(params), jax.grad(optax_loss)(params)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.5])
+def test_label_smoothing_every_mode_matches_optax(smoothing, dtype):
+    params, x, y = make_problem([6, 9, 7, 4], 5, "cross_entropy", dtype)
+    grads, want_value, want = jax.jit(_smoothed_grads, static_argnums=3)(params, x, y, smoothing)
+    for mode, got in grads.items():
+        report = gradcheck.compare(got, want, **TOLERANCES[dtype])
+        assert report.ok, f"{mode} label_smoothing={smoothing} {dtype}\n{report}"
+    for grad in GRADS:
+        got = jaxnet.mlp_loss(params, x, y, loss="cross_entropy", grad=grad,
+                              label_smoothing=smoothing)  # fmt: skip
+        np.testing.assert_allclose(got, want_value, **TOLERANCES[dtype])
+
+
+def test_label_smoothing_changes_the_gradient_and_passes_finite_differences():
+    params, x, y = make_problem([5, 7, 3], 4, "cross_entropy", "float32")
+    plain, smoothed = (
+        jax.grad(jaxnet.mlp_loss)(params, x, y, loss="cross_entropy", label_smoothing=s)
+        for s in (0.0, 0.2)
+    )
+    assert not gradcheck.compare(plain, smoothed, rtol=1e-3, atol=1e-5).ok
+    loss = functools.partial(jaxnet.mlp_loss, loss="cross_entropy", label_smoothing=0.2)
+    gradcheck.assert_vjp(loss, params, x, y)
+
+
+@pytest.mark.parametrize(
+    "smoothing, loss, error, match",
+    [(1.0, "cross_entropy", ValueError, r"must lie in \[0, 1\)"),
+     (-0.1, "cross_entropy", ValueError, r"must lie in \[0, 1\)"),
+     (0.1, "mse", ValueError, "cross_entropy' only"),
+     (jnp.float32(0.1), "cross_entropy", TypeError, "Python float"),
+     ("0.1", "cross_entropy", TypeError, "Python float")],
+)  # fmt: skip
+def test_bad_label_smoothing_is_refused(smoothing, loss, error, match):
+    params, x, y = make_problem([5, 7, 3], 4, loss, "float32")
+    with pytest.raises(error, match=match):
+        jaxnet.mlp_loss(params, x, y, loss=loss, label_smoothing=smoothing)

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import TOLERANCES
 from hypothesis import given, settings
@@ -133,6 +134,28 @@ def test_cross_entropy_labels_get_no_cotangent():
         logits, labels
     )
     assert dlabels.dtype == jax.dtypes.float0
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.6])
+def test_label_smoothing_matches_reference_and_optax(smoothing):
+    with jax.enable_x64(True):
+        logits = jax.random.normal(KEY, (6, 5), jnp.float64)
+        labels = jnp.array([0, 4, 2, 2, 1, 3])
+        target = optax.smooth_labels(jax.nn.one_hot(labels, 5, dtype=jnp.float64), smoothing)
+        want = optax.softmax_cross_entropy(logits, target).mean()
+        for f in (ops.softmax_cross_entropy, reference.softmax_cross_entropy):
+            got = jax.jit(jax.value_and_grad(functools.partial(f, label_smoothing=smoothing)))
+            value, grad = got(logits, labels)
+            np.testing.assert_allclose(value, want, rtol=1e-12)
+            # dz = (softmax - target) / n
+            np.testing.assert_allclose(grad, (jax.nn.softmax(logits) - target) / 6, atol=1e-12)
+
+
+def test_label_smoothing_keeps_out_of_range_labels_nan():
+    logits = jnp.ones((2, 3))
+    f = functools.partial(ops.softmax_cross_entropy, label_smoothing=0.1)
+    loss, grad = jax.jit(jax.value_and_grad(f))(logits, jnp.array([0, 3]))
+    assert jnp.isnan(loss) and jnp.all(jnp.isnan(grad[1])) and not jnp.any(jnp.isnan(grad[0]))
 
 
 def test_out_of_range_labels_under_jit_give_nan():

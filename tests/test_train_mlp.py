@@ -82,6 +82,19 @@ def test_resume_after_a_stop_gives_the_same_run(tmp_path):
                 np.testing.assert_array_equal(x[key], y[key])
 
 
+def test_label_smoothing_reaches_the_loss_and_the_gradcheck(tmp_path):
+    done = train_mlp(tmp_path, "--epochs=10", "--hidden=32", "--label_smoothing=0.2")
+    assert done.stdout.splitlines()[0].endswith(": ok")
+    s = summary(tmp_path)
+    assert s["config"]["label_smoothing"] == 0.2
+    # Smoothed targets cost at least their entropy (0.87 nats for 0.2 over 10 classes),
+    # so the train loss stays above the plain run's.
+    train_mlp(tmp_path / "plain", "--epochs=10", "--hidden=32")
+    assert (
+        metrics(tmp_path)[-1]["train_loss"] > 0.86 > metrics(tmp_path / "plain")[-1]["train_loss"]
+    )
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -92,6 +105,8 @@ def test_resume_after_a_stop_gives_the_same_run(tmp_path):
         (["--epochs=-2"], "epochs"),
         (["--batch_size=5000"], "batch_size=5000 must lie in"),
         (["--dataset=digits", "--augment=flip"], "flip"),
+        (["--label_smoothing=1.5"], "must lie in [0, 1)"),
+        (["--loss=mse", "--label_smoothing=0.1"], "'cross_entropy' only"),
     ],
 )
 def test_bad_flags_give_one_line_and_no_traceback(tmp_path, args, message):

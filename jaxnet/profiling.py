@@ -1,0 +1,113 @@
+"""Where a jitted function spends its time: a `jax.profiler` trace, summed by kind of op.
+
+    compiled_text, ms = profiling.time_by_kind(jax.jit(step), params, x, y)
+    # ms == {"matmul": 812.0, "elementwise": 240.5, "gather": 38.1, ...}
+
+The trace names each op the runtime executed after its instruction in the compiled HLO;
+`op_kinds` reads that HLO and sorts every instruction into a kind: "matmul" (a dot, or a
+fusion holding one), "gather" (gather, dynamic-slice), "shuffle" (sort), "copy",
+"elementwise" (every other fusion or op). Control flow (while, conditional, call) is left
+out, since its time is the time of the ops inside it.
+
+Ops may run at the same time on different cores, so the kinds can sum to more than the
+wall time.
+"""
+
+import collections
+import gzip
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import jax
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*?\b([a-z][a-z\-]*)\(")
+_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+) .*\{\s*$")
+_CALLS = re.compile(r"calls=%?([\w.\-]+)")
+_CONTROL = {"while", "conditional", "call", "parameter", "constant", "tuple",
+            "get-tuple-element", "bitcast"}  # fmt: skip
+_KIND_OF_OPCODE = {"dot": "matmul", "convolution": "matmul", "gather": "gather",
+                   "dynamic-slice": "gather", "sort": "shuffle", "copy": "copy"}  # fmt: skip
+_PRECEDENCE = ("matmul", "shuffle", "gather", "copy", "elementwise")
+
+
+def _computations(hlo_text: str) -> dict[str, list[str]]:
+    """{computation name: its instruction lines}."""
+    bodies, name = {}, None
+    for line in hlo_text.splitlines():
+        if name is None:
+            if match := _COMPUTATION.match(line):
+                name = match.group(1)
+                bodies[name] = []
+        elif line.strip() == "}":
+            name = None
+        else:
+            bodies[name].append(line)
+    return bodies
+
+
+def op_kinds(hlo_text: str) -> dict[str, str]:
+    """{instruction name: kind} for every instruction of a compiled module's text."""
+    bodies = _computations(hlo_text)
+
+    def kind(line: str, depth: int = 0) -> str | None:
+        match = _INSTRUCTION.match(line)
+        if match is None:
+            return None
+        opcode = match.group(2)
+        if opcode in _CONTROL:
+            return None
+        if opcode in ("fusion", "custom-call") and (called := _CALLS.search(line)) and depth < 8:
+            inner = {kind(sub, depth + 1) for sub in bodies.get(called.group(1), [])}
+            return next((k for k in _PRECEDENCE if k in inner), "elementwise")
+        return _KIND_OF_OPCODE.get(opcode, "elementwise")
+
+    kinds = {}
+    for lines in bodies.values():
+        for line in lines:
+            if (k := kind(line)) is not None:
+                kinds[_INSTRUCTION.match(line).group(1)] = k
+    return kinds
+
+
+def _trace_events(trace_dir: Path) -> list[dict]:
+    files = sorted(trace_dir.glob("**/perfetto_trace.json.gz"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise RuntimeError(f"jax.profiler wrote no perfetto trace under {trace_dir}.")
+    with gzip.open(files[-1]) as f:
+        trace = json.load(f)
+    return trace["traceEvents"] if isinstance(trace, dict) else trace
+
+
+def time_by_kind(jitted, *args, trace_dir: str | Path | None = None) -> tuple[str, dict]:
+    """(compiled HLO text, {kind: milliseconds}) of one call of `jitted(*args)`.
+
+    Args:
+      jitted: a `jax.jit`-wrapped function; it is compiled and run once untraced first.
+      *args: its arguments.
+      trace_dir: where the trace goes (open it in Perfetto or TensorBoard); default: a
+        temporary folder, removed afterwards.
+
+    Returns:
+      The optimised HLO the runtime executed, and the summed duration of its ops by kind,
+      plus "total ops" (their sum) and "wall" (the traced call, start to finish).
+    """
+    compiled_text = jitted.lower(*args).compile().as_text()
+    kinds = op_kinds(compiled_text)
+    jax.block_until_ready(jitted(*args))
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(trace_dir or scratch)
+        with jax.profiler.trace(str(folder), create_perfetto_trace=True):
+            with jax.profiler.TraceAnnotation("jaxnet.profiling call"):
+                jax.block_until_ready(jitted(*args))
+        events = [e for e in _trace_events(folder) if e.get("ph") == "X"]
+    microseconds = collections.Counter()
+    for event in events:
+        if (k := kinds.get(event["name"])) is not None:
+            microseconds[k] += event["dur"]
+    wall = max((e["dur"] for e in events if e["name"] == "jaxnet.profiling call"), default=0)
+    ms = {k: microseconds[k] / 1e3 for k in _PRECEDENCE if k in microseconds}
+    ms["total ops"] = sum(microseconds.values()) / 1e3
+    ms["wall"] = wall / 1e3
+    return compiled_text, ms
