@@ -290,18 +290,22 @@ def epoch_floor(sizes, batch_size, n):
 
 
 def torch_epoch(torch, sizes, x, y, batch_size, lr=1e-3):
+    """The same epoch in PyTorch eager: shuffle, flip, label smoothing 0.1, AdamW."""
     layers = [torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])]
-    opt = torch.optim.AdamW([p for layer in layers for p in layer.parameters()], lr=lr)
+    params = [p for layer in layers for p in layer.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
     x, y = torch.from_numpy(x), torch.from_numpy(y).long()
 
     def epoch():
         order = torch.randperm(len(x))
         for i in range(0, len(x), batch_size):
             idx = order[i : i + batch_size]
-            h = x[idx]
+            images = x[idx].view(len(idx), 28, 28)
+            flip = torch.rand(len(idx), 1, 1) < 0.5
+            h = torch.where(flip, images.flip(-1), images).view(len(idx), -1)
             for layer in layers[:-1]:
                 h = torch.relu(layer(h))
-            loss = torch.nn.functional.cross_entropy(layers[-1](h), y[idx])
+            loss = torch.nn.functional.cross_entropy(layers[-1](h), y[idx], label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -328,7 +332,10 @@ def epoch_calls(sizes=EPOCH_SIZES, batch_size=EPOCH_BATCH):
     state = train.init_state(params, opt, jax.random.key(1))
     xd, yd = jax.device_put(x), jax.device_put(y)
     floor = epoch_floor(sizes, batch_size, len(x))
-    return source, {"train_epoch": (epoch.jitted, (state, xd, yd)), "floor": (floor, (params, xd))}
+    return source, {
+        "train_epoch": (epoch.jitted, (state, xd, yd)),
+        "epoch_floor": (floor, (params, xd)),
+    }
 
 
 def section_epoch(repeats, sizes=EPOCH_SIZES, batch_size=EPOCH_BATCH):
@@ -340,7 +347,7 @@ def section_epoch(repeats, sizes=EPOCH_SIZES, batch_size=EPOCH_BATCH):
         calls["torch_eager_epoch"] = torch_epoch(torch, sizes, x, y, batch_size)
     times = interleaved_medians(calls, repeats=max(3, repeats // 3), warmup=1)
     return {"data": source, "sizes": sizes, "batch_size": batch_size,
-            "seconds": times, "epoch_over_floor": times["train_epoch"] / times["floor"],
+            "seconds": times, "epoch_over_floor": times["train_epoch"] / times["epoch_floor"],
             **({"epoch_over_torch": times["train_epoch"] / times["torch_eager_epoch"]}
                if "torch_eager_epoch" in times else {})}  # fmt: skip
 
@@ -351,21 +358,26 @@ def section_epoch(repeats, sizes=EPOCH_SIZES, batch_size=EPOCH_BATCH):
 def section_profile(output_dir: Path):
     """jax.profiler traces of the missed targets, op time summed by kind; HLO text saved.
 
-    The epoch against its floor, and the batch-4096 step (fused, autodiff, floor).
+    The epoch against its floor, and the steps of the worst fused/autodiff configuration
+    (1000-100-10, mse, batch 64) and of the batch-4096 floor comparison.
     """
-    _, runs = epoch_calls()
-    sizes, batch = [784, 800, 800, 10], 4096
-    params, x, y = problem(sizes, batch, "cross_entropy")
-    for mode in ("fused", "autodiff"):
-        f = jax.jit(jax.grad(functools.partial(jaxnet.mlp_loss, loss="cross_entropy", grad=mode)))
-        runs[f"step_{mode}_4096"] = (f, (params, x, y))
-    runs["step_floor_4096"] = (jax.jit(gemm_floor), (params, x, jnp.ones((batch, sizes[-1]))))
-    folder = output_dir / "profile"
+    runs = {name: (f, args, 3) for name, (f, args) in epoch_calls()[1].items()}
+    for sizes, batch, loss in (
+        ([1000, 100, 10], 64, "mse"),
+        ([784, 800, 800, 10], 4096, "cross_entropy"),
+    ):
+        params, x, y = problem(sizes, batch, loss)
+        tag = f"{'-'.join(map(str, sizes))}_{batch}_{loss}"
+        for mode in ("fused", "autodiff"):
+            f = jax.jit(jax.grad(functools.partial(jaxnet.mlp_loss, loss=loss, grad=mode)))
+            runs[f"step_{mode}_{tag}"] = (f, (params, x, y), 20)
+        g_out = jnp.ones((batch, sizes[-1]))
+        runs[f"step_floor_{tag}"] = (jax.jit(gemm_floor), (params, x, g_out), 20)
     rows = []
-    for name, (jitted, args) in runs.items():
-        hlo, ms = profiling.time_by_kind(jitted, *args)
-        io.write_bytes_atomic(folder / f"{name}.hlo.txt", hlo.encode())
-        rows.append({"run": name, "ms": ms})
+    for name, (jitted, args, calls) in runs.items():
+        hlo, ms = profiling.time_by_kind(jitted, *args, calls=calls)
+        io.write_bytes_atomic(output_dir / "profile" / f"{name}.hlo.txt", hlo.encode())
+        rows.append({"run": name, "calls": calls, "ms": ms})
     return rows
 
 
@@ -471,9 +483,9 @@ def report(results):
             print(f"- epoch/torch eager epoch: {e['epoch_over_torch']:.3f}")
     if "profile" in results:
         kinds = ["matmul", "elementwise", "gather", "shuffle", "copy", "total ops", "wall"]
-        _print_table("profile: jax.profiler op time by kind, one call (ms; ops may overlap)",
+        _print_table("profile: jax.profiler op time by kind, mean per call (ms; ops may overlap)",
                      ["run", *kinds],
-                     [[r["run"], *(f"{r['ms'].get(k, 0.0):.1f}" for k in kinds)]
+                     [[r["run"], *(f"{r['ms'].get(k, 0.0):.2f}" for k in kinds)]
                       for r in results["profile"]])  # fmt: skip
     if "memory" in results:
         _print_table("memory: residuals saved for the backward (beyond the arguments), "

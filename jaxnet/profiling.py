@@ -30,6 +30,7 @@ _CONTROL = {"while", "conditional", "call", "parameter", "constant", "tuple",
 _KIND_OF_OPCODE = {"dot": "matmul", "convolution": "matmul", "gather": "gather",
                    "dynamic-slice": "gather", "sort": "shuffle", "copy": "copy"}  # fmt: skip
 _PRECEDENCE = ("matmul", "shuffle", "gather", "copy", "elementwise")
+_CALL = "jaxnet.profiling call"
 
 
 def _computations(hlo_text: str) -> dict[str, list[str]]:
@@ -80,34 +81,40 @@ def _trace_events(trace_dir: Path) -> list[dict]:
     return trace["traceEvents"] if isinstance(trace, dict) else trace
 
 
-def time_by_kind(jitted, *args, trace_dir: str | Path | None = None) -> tuple[str, dict]:
-    """(compiled HLO text, {kind: milliseconds}) of one call of `jitted(*args)`.
+def time_by_kind(
+    jitted, *args, calls: int = 3, trace_dir: str | Path | None = None
+) -> tuple[str, dict]:
+    """(compiled HLO text, {kind: milliseconds per call}) of `jitted(*args)`.
 
     Args:
       jitted: a `jax.jit`-wrapped function; it is compiled and run once untraced first.
       *args: its arguments.
+      calls: how many calls the trace holds; times are their mean per call.
       trace_dir: where the trace goes (open it in Perfetto or TensorBoard); default: a
         temporary folder, removed afterwards.
 
     Returns:
-      The optimised HLO the runtime executed, and the summed duration of its ops by kind,
-      plus "total ops" (their sum) and "wall" (the traced call, start to finish).
+      The optimised HLO the runtime executed, and the duration of its ops summed by
+      kind, plus "total ops" (their sum) and "wall" (the median call, start to finish).
     """
+    if calls < 1:
+        raise ValueError(f"calls={calls} must be at least 1.")
     compiled_text = jitted.lower(*args).compile().as_text()
     kinds = op_kinds(compiled_text)
     jax.block_until_ready(jitted(*args))
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(trace_dir or scratch)
         with jax.profiler.trace(str(folder), create_perfetto_trace=True):
-            with jax.profiler.TraceAnnotation("jaxnet.profiling call"):
-                jax.block_until_ready(jitted(*args))
+            for _ in range(calls):
+                with jax.profiler.TraceAnnotation(_CALL):
+                    jax.block_until_ready(jitted(*args))
         events = [e for e in _trace_events(folder) if e.get("ph") == "X"]
     microseconds = collections.Counter()
     for event in events:
         if (k := kinds.get(event["name"])) is not None:
-            microseconds[k] += event["dur"]
-    wall = max((e["dur"] for e in events if e["name"] == "jaxnet.profiling call"), default=0)
+            microseconds[k] += event["dur"] / calls
+    walls = sorted(e["dur"] for e in events if e["name"] == _CALL)
     ms = {k: microseconds[k] / 1e3 for k in _PRECEDENCE if k in microseconds}
     ms["total ops"] = sum(microseconds.values()) / 1e3
-    ms["wall"] = wall / 1e3
+    ms["wall"] = walls[len(walls) // 2] / 1e3 if walls else 0.0
     return compiled_text, ms

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import optax
+import pytest
 
 import jaxnet
 from jaxnet import profiling, train
@@ -64,3 +65,8 @@ def test_time_by_kind_of_a_plain_matmul():
     f = jax.jit(lambda a: a @ a)
     _, ms = profiling.time_by_kind(f, jnp.ones((256, 256)))
     assert ms["matmul"] > 0 and set(ms) <= {"matmul", "elementwise", "copy", "total ops", "wall"}
+
+
+def test_calls_must_be_positive():
+    with pytest.raises(ValueError, match="calls=0"):
+        profiling.time_by_kind(jax.jit(lambda a: a + 1), jnp.ones(3), calls=0)
