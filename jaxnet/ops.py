@@ -233,11 +233,11 @@ def _cross_entropy(logp, labels, smoothing):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _softmax_cross_entropy(logits, labels, smoothing=0.0):
+def _softmax_cross_entropy(logits, labels, smoothing):
     return _cross_entropy(_log_softmax(logits), labels, smoothing)
 
 
-def _softmax_cross_entropy_fwd(logits, labels, smoothing=0.0):
+def _softmax_cross_entropy_fwd(logits, labels, smoothing):
     logp = _log_softmax(logits)
     return _cross_entropy(logp, labels, smoothing), (logp, labels)
 
@@ -281,6 +281,7 @@ def softmax_cross_entropy(
 
 # The loss rules by name, for the whole-network chain in `jaxnet.mlp`:
 # forward(pred, target) -> (value, residual); backward(residual, g) -> (dpred, dtarget).
+# cross_entropy's take the label smoothing too: forward(..., smoothing), backward(smoothing, ...).
 LOSS_RULES = {
     "mse": (_mse_fwd, _mse_bwd),
     "sum_squares": (_sum_squares_fwd, _sum_squares_bwd),
