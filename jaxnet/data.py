@@ -21,7 +21,6 @@ import io
 import os
 import pickle
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -32,6 +31,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxnet.io import atomic_writer
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "synthetic")
 CACHE_ENV = "JAXNET_DATA_DIR"
@@ -285,39 +286,29 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jaxnet"
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download(url: str, dest: str | os.PathLike, sha256: str, *, timeout: float = 30.0) -> Path:
     """Fetches url into dest via a temporary file, renamed into place only if SHA-256 matches.
 
     Raises:
       DataError: the server fails or the bytes do not match; nothing is left at dest.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+        with (
+            atomic_writer(dest, suffix=".part") as f,
+            urllib.request.urlopen(url, timeout=timeout) as r,
+        ):
             while block := r.read(1 << 20):
+                digest.update(block)
                 f.write(block)
-        got = sha256_of(tmp)
-        if got != sha256:
-            raise DataError(
-                f"{url}: SHA-256 {got} does not match the published {sha256}; "
-                "the download is corrupt or the mirror changed. Nothing was kept."
-            )
-        os.replace(tmp, dest)
+            if digest.hexdigest() != sha256:  # raising here removes the temporary file
+                raise DataError(
+                    f"{url}: SHA-256 {digest.hexdigest()} does not match the published "
+                    f"{sha256}; the download is corrupt or the mirror changed. Nothing was kept."
+                )
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
         raise DataError(f"{url}: download failed ({e}).") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return dest
+    return Path(dest)
 
 
 def fetch(name: str, folder: Path, mirrors: Sequence[str] | None = None) -> Path:
