@@ -260,11 +260,10 @@ def _plot(records: list[dict], path: Path) -> None:
     for key in ("valid_accuracy", "test_accuracy"):
         if key in records[0]:
             right.plot(epochs, [r[key] for r in records], label=key)
-    (
-        left.set(xlabel="epoch", ylabel="loss", yscale="log"),
-        right.set(xlabel="epoch", ylabel="accuracy"),
-    )
-    left.legend(), right.legend()
+    left.set(xlabel="epoch", ylabel="loss", yscale="log")
+    right.set(xlabel="epoch", ylabel="accuracy")
+    left.legend()
+    right.legend()
     fig.tight_layout()
     common.write_file(str(path), common.png_bytes(fig))
     plt.close(fig)

@@ -14,14 +14,7 @@ def median_seconds(f: Callable[..., Any], *args, repeats: int = 10, warmup: int 
     Each run waits for its result (`jax.block_until_ready`), so asynchronous dispatch is
     not mistaken for speed; the warm-up runs absorb compilation.
     """
-    for _ in range(warmup):
-        jax.block_until_ready(f(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return interleaved_medians({"f": lambda: f(*args)}, repeats=repeats, warmup=warmup)["f"]
 
 
 def interleaved_medians(
