@@ -260,7 +260,7 @@ class _ObjectArray:
 
 
 def _hostile(case: str, marker: Path) -> bytes:
-    """Protocol 0 pickles, written out: each would create `marker` if it ran."""
+    """A hostile or broken pickle; the first three, written out, would create `marker` if run."""
     if case == "os.system":
         return b"cos\nsystem\n(S%r\ntR." % f"touch {shlex.quote(str(marker))}".encode()
     if case == "builtins.eval":
