@@ -52,6 +52,12 @@ NETWORKS = {
         (8, 20),
         10,
     ),
+    # a straight-through gate: "autodiff" differentiates its definition
+    "bernoulli_gate": (
+        lambda: L.serial(L.bernoulli_gate(), L.dense(32), L.relu(), L.dense(10)),
+        (8, 20),
+        10,
+    ),
 }
 
 
@@ -85,8 +91,10 @@ def three_ways(net, params, state, x, y, key, train=True, **options):
     return out
 
 
-# Eval mode changes only batch_norm and dropout: run it where they are.
-MODES = [(name, True) for name in NETWORKS] + [("makemore", False), ("general_relu_dropout", False)]
+# Eval mode changes only batch_norm, dropout and the gate: run it where they are.
+MODES = [(name, True) for name in NETWORKS] + [
+    (name, False) for name in ("makemore", "general_relu_dropout", "bernoulli_gate")
+]
 
 
 @pytest.mark.parametrize("name, train", MODES)
