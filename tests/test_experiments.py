@@ -129,3 +129,14 @@ def test_benchmark_writes_table_and_json(tmp_path):
     bad = subprocess.run([*cmd[:3], "--sections=speed"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert bad.returncode != 0 and "unknown sections" in bad.stderr
+
+
+def test_straight_through_trains_the_gates_that_autodiff_leaves(tmp_path):
+    results, out = _run_script("straight_through", tmp_path, "--steps=250", "--hidden=16",
+                               "--noise_features=16")  # fmt: skip
+    arms = {r["arm"]: r for r in results["arms"]}
+    sample, straight = arms["autodiff_sample"], arms["straight_through"]
+    assert sample["max_logit_change"] == 0 and sample["open_fraction"] == 1  # untrained
+    assert straight["max_logit_change"] > 1
+    assert straight["open_noise"] < 0.25 < straight["open_pixels"]  # noise closes first
+    assert straight["test_accuracy"] > 0.85 and "gates.png" in out
