@@ -9,8 +9,6 @@ import numpy as np
 from jaxnet import initializers
 from jaxnet.typing import Array, ArrayLike
 
-VANISH = 1e-30
-
 
 class Moments(NamedTuple):
     mean: float
@@ -71,12 +69,41 @@ def chain_stds(x: ArrayLike, weights: Array, *, relu: bool) -> tuple[Array, Arra
     return run(x, weights)
 
 
-def first_failure(stds: ArrayLike) -> tuple[int | None, str]:
-    """The first layer (1-based) whose activations overflow (inf/nan) or vanish (std < 1e-30)."""
-    stds = np.asarray(stds, np.float64)
-    for i, s in enumerate(stds, start=1):
-        if not np.isfinite(s):
-            return i, "overflow"
-        if s < VANISH:
-            return i, "vanish"
-    return None, "ok"
+HOLDS = (0.1, 10.0)
+VERDICTS = ("holds", "explodes", "vanishes", "overflows", "underflows")
+
+
+class Verdict(NamedTuple):
+    """What a chain's activations did, and the first layer (1-based) where it showed.
+
+    holds: the final std lies in HOLDS = [0.1, 10] (layer None).
+    explodes / vanishes: the final std is finite but above 10 / positive but below 0.1;
+      layer: the first layer whose std went above 10 / below 0.1.
+    overflows: some layer's activations reached inf or nan; layer: the first.
+    underflows: some layer's std is exactly 0, the signal gone; layer: the first.
+    """
+
+    verdict: str
+    layer: int | None
+    final_std: float
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.argmax(mask)) + 1
+
+
+def verdict(stds: ArrayLike) -> Verdict:
+    """The verdict on a chain from its std after each layer (as from `chain_stds`)."""
+    stds = np.asarray(stds, np.float64).reshape(-1)
+    if not stds.size:
+        raise ValueError("verdict: stds is empty; expected one std per layer.")
+    low, high = HOLDS
+    for mask, name in ((~np.isfinite(stds), "overflows"), (stds == 0, "underflows")):
+        if mask.any():
+            return Verdict(name, _first(mask), float(stds[-1]))
+    final = float(stds[-1])
+    if low <= final <= high:
+        return Verdict("holds", None, final)
+    if final > high:
+        return Verdict("explodes", _first(stds > high), final)
+    return Verdict("vanishes", _first(stds < low), final)
