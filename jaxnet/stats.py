@@ -1,4 +1,8 @@
-"""Activation statistics through layers: how init scale makes signals explode or vanish."""
+"""Activation statistics through layers: how init scale makes signals explode or vanish.
+
+`chain_stds` follows a bare chain of matrix products; `probe()` is a layer that records
+what passes through a network, as fast.ai's hooks do, but as state inside the jitted step;
+`verdict` says what a chain's stds mean."""
 
 from typing import NamedTuple
 
@@ -6,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnet import initializers
+from jaxnet import initializers, layers
 from jaxnet.typing import Array, ArrayLike
 
 
@@ -107,3 +111,45 @@ def verdict(stds: ArrayLike) -> Verdict:
     if final > high:
         return Verdict("explodes", _first(stds > high), final)
     return Verdict("vanishes", _first(stds < low), final)
+
+
+# ------------------------------------------------------------------------------ probe
+
+
+def probe(*, bins: int = 40, max_abs: float = 10.0, near_zero: float = 0.5) -> layers.Layer:
+    """An identity layer whose new state is the statistics of what passed through it.
+
+    fast.ai's activation hooks as a pure layer: put one after each activation, and the
+    new state that `network_loss` returns from a jitted training step (or a `lax.scan` of
+    them) carries, per probe: "mean", "std", "near_zero" (the fraction of |x| < near_zero;
+    fast.ai's first two of 40 bins over [0, 10]) and "hist" [bins], the counts of |x| in
+    [0, max_abs) for the "colorful dimension" plot. Statistics are float32 whatever x is.
+    """
+    if not (isinstance(bins, int) and bins > 0 and max_abs > 0 and near_zero >= 0):
+        raise ValueError(
+            f"probe: bins={bins!r} must be a positive int, max_abs={max_abs} > 0 and "
+            f"near_zero={near_zero} >= 0."
+        )
+
+    def init(key, input_shape, dtype=jnp.float32):
+        del key, dtype
+        scalar = jnp.zeros((), jnp.float32)
+        state = {"mean": scalar, "std": scalar, "near_zero": scalar,
+                 "hist": jnp.zeros((bins,), jnp.float32)}  # fmt: skip
+        return tuple(input_shape), {}, state
+
+    def forward(params, state, x, *, train=False, key=None):
+        del params, state, train, key
+        x32 = jnp.asarray(x, jnp.float32)
+        magnitude = jnp.abs(x32)
+        hist, _ = jnp.histogram(magnitude, bins=bins, range=(0.0, max_abs))
+        new_state = {"mean": jnp.mean(x32), "std": jnp.std(x32),
+                     "near_zero": jnp.mean((magnitude < near_zero).astype(jnp.float32)),
+                     "hist": hist.astype(jnp.float32)}  # fmt: skip
+        return x, None, new_state
+
+    def backward(params, residual, g):
+        del params, residual
+        return {}, g  # the identity: dx = g
+
+    return layers.Layer(init, forward, backward, "probe")
