@@ -42,9 +42,7 @@ _EPOCHS = flags.DEFINE_integer(
 )
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per step.", lower_bound=2)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.1, "SGD step size.", lower_bound=0)
-_MOMENTUM = flags.DEFINE_float(
-    "momentum", 0.9, "SGD momentum.", lower_bound=0, upper_bound=0.999
-)
+_MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0, upper_bound=0.999)
 _ARMS = flags.DEFINE_list("arms", list(ARMS), f"Which of {list(ARMS)} to train.")
 _GRAD = flags.DEFINE_enum("grad", "fused", list(checks.GRADS), "Which gradient.")
 _LSUV_BATCH = flags.DEFINE_integer(
@@ -103,16 +101,6 @@ def make_fit(net: layers.Layer, optimizer, grad: str):
     return fit
 
 
-def first_out_of_band(std: np.ndarray) -> tuple[int | None, int | None]:
-    """(step, layer) where any layer's std [steps, layers] first leaves HOLDS; None if never."""
-    low, high = stats.HOLDS
-    out = ~((std >= low) & (std <= high))  # NaN counts as out
-    if not out.any():
-        return None, None
-    step = int(np.argmax(out.any(axis=1)))
-    return step, int(np.argmax(out[step])) + 1
-
-
 def _every(a: np.ndarray, points: int = 200) -> list:
     return a[:: max(1, len(a) // points)].tolist()
 
@@ -131,7 +119,7 @@ def run_arm(arm: str, splits, *, depth: int, width: int, indices, optimizer, gra
     test_loss, test_acc = train.make_evaluate(net, "cross_entropy")(
         params, state, x_test, y_test, jnp.ones(len(y_test), jnp.float32)
     )
-    step, layer = first_out_of_band(trace["std"])
+    step, layer = stats.first_out_of_band(trace["std"])
     summary = dict(
         arm=arm, test_accuracy=float(test_acc), test_loss=float(test_loss),
         first_step_out_of_band=step, first_layer_out_of_band=layer,

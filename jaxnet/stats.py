@@ -113,6 +113,18 @@ def verdict(stds: ArrayLike) -> Verdict:
     return Verdict("vanishes", _first(stds < low), final)
 
 
+def first_out_of_band(stds: ArrayLike) -> tuple[int | None, int | None]:
+    """(step, layer) where any layer's std [steps, layers] first leaves HOLDS = [0.1, 10]:
+    step 0-based, layer 1-based; NaN counts as out. (None, None) if none ever does."""
+    stds = np.asarray(stds, np.float64)
+    low, high = HOLDS
+    out = ~((stds >= low) & (stds <= high))
+    if not out.any():
+        return None, None
+    step = int(np.argmax(out.any(axis=1)))
+    return step, _first(out[step])
+
+
 # ------------------------------------------------------------------------------ probe
 
 

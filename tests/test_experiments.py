@@ -59,7 +59,8 @@ def test_lsuv_gives_unit_variance_per_layer():
 def test_bad_flags_fail_with_a_message(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     bad = [("init_stats", "--chains=50by100"), ("matmul_ladder", "--shape=5,0,3"),
-           ("bias_homework", "--steps=-1"), ("dynamic_net", "--momentum=2")]  # fmt: skip
+           ("bias_homework", "--steps=-1"), ("dynamic_net", "--momentum=2"),
+           ("deep_norm", "--arms=relu,bogus")]  # fmt: skip
     for name, flag in bad:
         cmd = [sys.executable, "-m", f"experiments.{name}", flag, f"--output_dir={tmp_path}"]
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -136,3 +137,15 @@ def test_straight_through_trains_the_gates_that_autodiff_leaves(tmp_path):
     assert straight["max_logit_change"] > 1
     assert straight["open_noise"] < 0.25 < straight["open_pixels"]  # noise closes first
     assert straight["test_accuracy"] > 0.85 and "gates.png" in out
+
+
+def test_deep_norm_small_shows_batch_norm_holding_where_relu_leaves_the_band(tmp_path):
+    results, out = _run_script("deep_norm", tmp_path, "--dataset=digits", "--depth=4",
+                               "--width=32", "--epochs=3", "--arms=relu,batch_norm",
+                               "--learning_rate=0.3")  # fmt: skip
+    arms = {r["arm"]: r for r in results["arms"]}
+    assert arms["relu"]["first_step_out_of_band"] is not None  # lr 0.3 blows it up
+    assert arms["batch_norm"]["first_step_out_of_band"] is None
+    assert arms["batch_norm"]["test_accuracy"] > 0.8
+    assert len(arms["batch_norm"]["final_std"]) == 4 and results["steps"] == 36
+    assert "std_per_layer.png" in out and "colorful_dimension.png" in out

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxnet import layers as L
-from jaxnet import network
+from jaxnet import network, stats
 
 
 class Case(NamedTuple):
@@ -143,6 +143,7 @@ CASES = {
     # derivative: L.apply runs a layer's `definition` when it has one.
     "bernoulli_gate_train": Case(L.bernoulli_gate, (6,), _identity_straight_through, train=True),
     "bernoulli_gate_eval": Case(L.bernoulli_gate, (6,), _identity_straight_through),
+    "probe": Case(stats.probe, (6,), _scaled_dx(1.01)),  # the identity, recording its input
 }
 
 # The layers whose backward is the derivative of their forward: finite differences hold them.
