@@ -11,6 +11,10 @@ out, since its time is the time of the ops inside it.
 
 Ops may run at the same time on different cores, so the kinds can sum to more than the
 wall time.
+
+Two readings of the same text need no run at all: `kernel_counts` (how many kernels of each
+kind the program launches, each a pass over its operands) and `dot_signatures` (every matrix
+product's operand shapes and contracting dimensions, to compare two programs' products).
 """
 
 import collections
@@ -31,6 +35,11 @@ _KIND_OF_OPCODE = {"dot": "matmul", "convolution": "matmul", "gather": "gather",
                    "dynamic-slice": "gather", "sort": "shuffle", "copy": "copy"}  # fmt: skip
 _PRECEDENCE = ("matmul", "shuffle", "gather", "copy", "elementwise")
 _CALL = "jaxnet.profiling call"
+_ENTRY = re.compile(r"^ENTRY\s+%?([\w.\-]+)")
+_DEFINITION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = ([a-z]\w*\[[\d,]*\])")
+_DOT = re.compile(r"= [a-z]\w*\[[\d,]*\]\S* dot\(%?([\w.\-]+), %?([\w.\-]+)\)(.*)")
+_DIMS = re.compile(r"(lhs_batch_dims|rhs_batch_dims|lhs_contracting_dims|rhs_contracting_dims)"
+                   r"=\{([\d,]*)\}")  # fmt: skip
 
 
 def _computations(hlo_text: str) -> dict[str, list[str]]:
@@ -70,6 +79,49 @@ def op_kinds(hlo_text: str) -> dict[str, str]:
             if (k := kind(line)) is not None:
                 kinds[_INSTRUCTION.match(line).group(1)] = k
     return kinds
+
+
+def _entry(hlo_text: str) -> str:
+    for line in hlo_text.splitlines():
+        if match := _ENTRY.match(line):
+            return match.group(1)
+    raise ValueError("the HLO text has no ENTRY computation; pass compiled.as_text().")
+
+
+def kernel_counts(hlo_text: str) -> dict[str, int]:
+    """How many ops of each kind (see `op_kinds`) the entry computation runs, and "reduce":
+    how many of them hold a reduction. Each is one pass over its operands in memory."""
+    bodies = _computations(hlo_text)
+    kinds = op_kinds(hlo_text)
+    counts = collections.Counter()
+    for line in bodies[_entry(hlo_text)]:
+        match = _INSTRUCTION.match(line)
+        if match is None or (kind := kinds.get(match.group(1))) is None:
+            continue
+        counts[kind] += 1
+        called = _CALLS.search(line)
+        inner = bodies.get(called.group(1), []) if called else [line]
+        counts["reduce"] += any(" reduce(" in sub for sub in inner)
+    return dict(counts)
+
+
+def dot_signatures(hlo_text: str) -> list[tuple]:
+    """Every dot in the module, fused or not, as (lhs type, rhs type, lhs contracting dims,
+    rhs contracting dims, lhs batch dims, rhs batch dims), sorted.
+
+    Two programs with equal lists compute the same matrix products, whatever fuses around them.
+    """
+    signatures = []
+    for lines in _computations(hlo_text).values():
+        types = {m.group(1): m.group(2) for line in lines if (m := _DEFINITION.match(line))}
+        for line in lines:
+            if (match := _DOT.search(line)) is None:
+                continue
+            dims = dict(_DIMS.findall(match.group(3)))
+            signatures.append((types.get(match.group(1), "?"), types.get(match.group(2), "?"),
+                               *(dims.get(k, "") for k in ("lhs_contracting_dims",
+                                 "rhs_contracting_dims", "lhs_batch_dims", "rhs_batch_dims"))))  # fmt: skip
+    return sorted(signatures)
 
 
 def _trace_events(trace_dir: Path) -> list[dict]:
