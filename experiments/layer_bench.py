@@ -54,8 +54,12 @@ def problem(arch: str, hidden, batch: int, seed: int = 0):
     net, loss = network(arch, hidden)
     keys = jax.random.split(jax.random.key(seed), 4)
     _, params, state = net.init(keys[0], (batch, INPUTS))
-    # Scale and bias away from 1 and 0, so that no term of the backward vanishes.
-    params = jax.tree.map(lambda p: p * (1 + 0.1 * jax.random.normal(keys[3], p.shape)), params)
+    # Every parameter moved by its own noise, so that no term of the backward vanishes.
+    leaves, treedef = jax.tree.flatten(params)
+    noise = jax.random.split(keys[3], len(leaves))
+    params = treedef.unflatten(
+        [p * (1 + 0.1 * jax.random.normal(k, p.shape, p.dtype)) for p, k in zip(leaves, noise)]
+    )
     x = jax.random.normal(keys[1], (batch, INPUTS))
     y = jax.random.randint(keys[2], (batch,), 0, CLASSES)
     return net, loss, (params, state, x, y)
@@ -97,16 +101,29 @@ def programs(net, plain_loss, args):
     return out
 
 
+def check_same_step(progs, rtol=1e-4, atol=1e-5) -> None:
+    """Raises unless every mode's loss, new state and gradients are plain's: a timing
+    against a network that computes something else would mean nothing."""
+    f, args = progs["plain"]
+    want = f(*args)
+    for mode in ("fused", "ops", "jaxnet_autodiff"):
+        got = progs[mode][0](*progs[mode][1])
+        close = jax.tree.map(lambda a, b: bool(np.allclose(a, b, rtol, atol)), got, want)
+        if not all(jax.tree.leaves(close)):
+            raise AssertionError(f"{mode} and plain differ: {close}")
+
+
 def residual_bytes(f, args) -> int:
     """Bytes of the residuals f's backward keeps, beyond its arguments."""
-    saved = saved_residuals(f, *args)
-    return int(sum(np.prod(a.shape) * a.dtype.itemsize for a, why in saved if "argument" not in why))
+    saved = [a for a, why in saved_residuals(f, *args) if "argument" not in why]
+    return int(sum(np.prod(a.shape) * a.dtype.itemsize for a in saved))
 
 
 def measure(arch: str, hidden, batch: int, rounds: int) -> dict:
     """One architecture's rows: time (ms, ratio to plain), residual bytes, kernels, products."""
     net, plain_loss, args = problem(arch, hidden, batch)
     progs = programs(net, plain_loss, args)
+    check_same_step(progs)
     texts = {m: f.lower(*a).compile().as_text() for m, (f, a) in progs.items()}
     times = timing.interleaved_times(
         {m: (lambda f=f, a=a: f(*a)) for m, (f, a) in progs.items()}, repeats=rounds
@@ -144,15 +161,16 @@ def targets(results: list[dict]) -> dict:
     return out
 
 
-def section(rounds: int, batch: int = 512, hidden=None) -> dict:
+def section(rounds: int, batch: int = 512, hidden=None, architectures=ARCHITECTURES) -> dict:
     """The section's results: {"networks": [per architecture], "targets": ...}.
 
     Args:
       rounds: paired rounds per network.
       batch: examples per step.
       hidden: hidden widths for every network; default DEFAULT_HIDDEN.
+      architectures: which of ARCHITECTURES to run.
     """
-    results = [measure(a, hidden or DEFAULT_HIDDEN[a], batch, rounds) for a in ARCHITECTURES]
+    results = [measure(a, hidden or DEFAULT_HIDDEN[a], batch, rounds) for a in architectures]
     return {"networks": results, "targets": {k: list(v) for k, v in targets(results).items()}}
 
 
@@ -161,8 +179,17 @@ KERNELS = ("matmul", "elementwise", "reduce", "copy")
 
 def table(results: dict) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the section's markdown table."""
-    header = ["network", "mode", "ms", "/plain median [q1, q3] (min-max)", "residual bytes",
-              "res/plain", *(f"{k} kernels" for k in KERNELS), "dots", "dots = plain's"]  # fmt: skip
+    header = [
+        "network",
+        "mode",
+        "ms",
+        "/plain median [q1, q3] (min-max)",
+        "residual bytes",
+        "res/plain",
+        *(f"{k} kernels" for k in KERNELS),
+        "dots",
+        "dots = plain's",
+    ]
     rows = []
     for net in results["networks"]:
         name = f"{net['arch']} {'-'.join(map(str, net['sizes']))} b{net['batch']}"

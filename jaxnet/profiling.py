@@ -40,6 +40,7 @@ _DEFINITION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = ([a-z]\w*\[[\d,]*\])")
 _DOT = re.compile(r"= [a-z]\w*\[[\d,]*\]\S* dot\(%?([\w.\-]+), %?([\w.\-]+)\)(.*)")
 _DIMS = re.compile(r"(lhs_batch_dims|rhs_batch_dims|lhs_contracting_dims|rhs_contracting_dims)"
                    r"=\{([\d,]*)\}")  # fmt: skip
+_DIM_NAMES = ("lhs_contracting_dims", "rhs_contracting_dims", "lhs_batch_dims", "rhs_batch_dims")
 
 
 def _computations(hlo_text: str) -> dict[str, list[str]]:
@@ -118,9 +119,8 @@ def dot_signatures(hlo_text: str) -> list[tuple]:
             if (match := _DOT.search(line)) is None:
                 continue
             dims = dict(_DIMS.findall(match.group(3)))
-            signatures.append((types.get(match.group(1), "?"), types.get(match.group(2), "?"),
-                               *(dims.get(k, "") for k in ("lhs_contracting_dims",
-                                 "rhs_contracting_dims", "lhs_batch_dims", "rhs_batch_dims"))))  # fmt: skip
+            operands = (types.get(match.group(1), "?"), types.get(match.group(2), "?"))
+            signatures.append((*operands, *(dims.get(k, "") for k in _DIM_NAMES)))
     return sorted(signatures)
 
 

@@ -118,6 +118,9 @@ def test_dynamic_net_small(tmp_path, grad):
 
 
 def test_benchmark_writes_table_and_json(tmp_path):
+    # An earlier run's section, which a run of other sections must keep.
+    devices = [{"devices": 1, "test_loss": 0.5, "wall_seconds": 2.0, "samples_per_second": 9.0}]
+    (tmp_path / "benchmark.json").write_text(json.dumps({"devices": devices, "machine": {}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "experiments.benchmark", "--sections=lesson", "--repeats=3",
            f"--output_dir={tmp_path}"]  # fmt: skip
@@ -126,6 +129,40 @@ def test_benchmark_writes_table_and_json(tmp_path):
     results = json.loads((tmp_path / "benchmark.json").read_text())
     assert {"jaxnet_scan", "numpy_float64", "numpy_float32"} <= set(results["lesson"]["ms"])
     assert "| jaxnet_scan |" in done.stdout
+    assert results["devices"] == devices and "| 1 | 0.500000 |" not in done.stdout
+    assert results["runs"]["lesson"]["command"].endswith(f"--output_dir={tmp_path}")
+    assert results["runs"]["devices"]["command"] == "an earlier run"
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert "| jaxnet_scan |" in markdown and "| 1 | 0.500000 |" in markdown
     bad = subprocess.run([*cmd[:3], "--sections=speed"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert bad.returncode != 0 and "unknown sections" in bad.stderr
+
+
+def test_layers_section_compares_with_the_plain_network():
+    from experiments import layer_bench  # defines no flags, unlike the scripts
+
+    results = layer_bench.section(3, batch=4, hidden=(8,), architectures=("bn_tanh",))
+    results = json.loads(json.dumps(results))  # as benchmark.json holds it
+    (net,) = results["networks"]
+    rows = {r["mode"]: r for r in net["rows"]}
+    assert list(rows) == list(layer_bench.MODES) and net["sizes"] == [784, 8, 10]
+    assert rows["plain"]["vs_plain"]["median"] == 1.0
+    assert all(r["dots"] == 5 and r["same_dots_as_plain"] for r in rows.values())
+    assert rows["fused"]["residual_bytes"] < rows["plain"]["residual_bytes"]
+    assert rows["fused"]["kernels"]["elementwise"] < rows["plain"]["kernels"]["elementwise"]
+    header, table = layer_bench.table(results)
+    assert len(table) == 5 and all(len(row) == len(header) for row in table)
+    lines = layer_bench.target_lines(results)
+    assert any(line.startswith("- fused/plain residual bytes, bn_tanh: ") for line in lines)
+
+
+def test_layers_section_refuses_a_plain_network_that_computes_something_else():
+    from experiments import layer_bench
+
+    net, plain_loss, args = layer_bench.problem("relu_mlp", (8,), 4)
+    progs = layer_bench.programs(net, plain_loss, args)
+    layer_bench.check_same_step(progs)
+    wrong = layer_bench.programs(net, lambda p, s, x, y: plain_loss(p, s, 2 * x, y), args)
+    with pytest.raises(AssertionError, match="fused and plain differ"):
+        layer_bench.check_same_step(wrong)
