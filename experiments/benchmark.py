@@ -543,7 +543,8 @@ def merge(path: Path, results: dict, sections, command: str) -> dict:
     old = json.loads(path.read_text()) if path.exists() else {}
     merged = {**old, **{name: results[name] for name in sections}}
     run = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "machine": results["machine"], "repeats": results["repeats"]}  # fmt: skip
+           "machine": results["machine"], "repeats": results["repeats"],
+           "load_average": results["load_average"]}  # fmt: skip
     runs = old.get("runs", {name: {"command": "an earlier run", "machine": old.get("machine")}
                             for name in SECTIONS if name in old})  # fmt: skip
     merged["runs"] = {**runs, **{name: run for name in sections}}
@@ -561,7 +562,9 @@ def markdown(results: dict) -> str:
             machine = run.get("machine") or {}
             lines.append(f"- {name}: `{run['command']}`, {run.get('date', 'date not recorded')}, "
                          f"{machine.get('backend', '?')} with {machine.get('cpus', '?')} CPUs, "
-                         f"jax {machine.get('jax', '?')}")  # fmt: skip
+                         f"jax {machine.get('jax', '?')}"
+                         + (f", load average {run['load_average'][0]:.1f} at the start"
+                            if "load_average" in run else ""))  # fmt: skip
     return "\n".join(lines) + "\n" + report(results) + "\n"
 
 
@@ -572,7 +575,7 @@ def main(argv):
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                            "backend": jax.default_backend(), "devices": jax.device_count(),
                            "jax": jax.__version__, "optax": optax.__version__},
-               "repeats": repeats}  # fmt: skip
+               "repeats": repeats, "load_average": os.getloadavg()}  # fmt: skip
     start = time.perf_counter()
     if "step" in sections:
         rows, targets = section_step(repeats)

@@ -174,7 +174,7 @@ def section(rounds: int, batch: int = 512, hidden=None, architectures=ARCHITECTU
     return {"networks": results, "targets": {k: list(v) for k, v in targets(results).items()}}
 
 
-KERNELS = ("matmul", "elementwise", "reduce", "copy")
+KERNELS = ("matmul", "elementwise", "reduce", "gather", "copy")
 
 
 def table(results: dict) -> tuple[list[str], list[list[str]]]:
