@@ -527,7 +527,9 @@ def report(results) -> str:
             "kernels and dots read from the compiled HLO)",
             *layer_bench.table(results["layers"]),
         )
-        out += layer_bench.target_lines(results["layers"])
+        out += layer_bench.work_lines(results["layers"]) + layer_bench.target_lines(
+            results["layers"]
+        )
     return "\n".join(out)
 
 

@@ -8,7 +8,8 @@ network) and "floor" (the step's matrix products alone). Timing: paired, interle
 rounds (`jaxnet.timing.interleaved_times`), each round's time divided by the plain time of
 the same round, reported as the median ratio with its quartiles and range. Memory: the
 residuals saved for the backward beyond the arguments (`saved_residuals`). Work: the
-compiled program's kernels by kind (`jaxnet.profiling.kernel_counts`), and whether its
+compiled program's kernels by kind (`jaxnet.profiling.kernel_counts`), among them the
+"large passes" that read or write a whole batch x hidden array, and whether its
 matrix products are exactly the plain program's (`jaxnet.profiling.dot_signatures`).
 
 This module holds no flags, so tests import it; experiments/benchmark.py runs it.
@@ -138,7 +139,8 @@ def measure(arch: str, hidden, batch: int, rounds: int) -> dict:
             vs_plain=timing.ratio_spread(times[mode], times["plain"]),
             residual_bytes=residuals.get(mode),
             residuals_vs_plain=residuals[mode] / residuals["plain"] if mode in residuals else None,
-            kernels=profiling.kernel_counts(texts[mode]), dots=len(dots),
+            kernels=profiling.kernel_counts(texts[mode], large=batch * min(hidden)),
+            dots=len(dots),
             same_dots_as_plain=dots == plain_dots,
         ))  # fmt: skip
     sizes = [INPUTS, *hidden, CLASSES]
@@ -174,7 +176,7 @@ def section(rounds: int, batch: int = 512, hidden=None, architectures=ARCHITECTU
     return {"networks": results, "targets": {k: list(v) for k, v in targets(results).items()}}
 
 
-KERNELS = ("matmul", "elementwise", "reduce", "gather", "copy")
+KERNELS = ("matmul", "elementwise", "reduce", "gather", "copy", "large passes")
 
 
 def table(results: dict) -> tuple[list[str], list[list[str]]]:
@@ -186,7 +188,8 @@ def table(results: dict) -> tuple[list[str], list[list[str]]]:
         "/plain median [q1, q3] (min-max)",
         "residual bytes",
         "res/plain",
-        *(f"{k} kernels" for k in KERNELS),
+        *(f"{k} kernels" for k in KERNELS[:-1]),
+        "passes over batch x hidden",
         "dots",
         "dots = plain's",
     ]
@@ -212,4 +215,19 @@ def target_lines(results: dict) -> list[str]:
     for name, (value, target, met) in results["targets"].items():
         shown = f"{value:.3f} (target <= {target})" if not isinstance(value, bool) else value
         lines.append(f"- {name}: {shown}: {'met' if met else 'MISSED'}")
+    return lines
+
+
+def work_lines(results: dict) -> list[str]:
+    """Per network, where the hand backward does less work than plain autodiff."""
+    lines = []
+    for net in results["networks"]:
+        rows = {r["mode"]: r for r in net["rows"]}
+        fused, plain_ = ({**rows[m]["kernels"], "MB": rows[m]["residual_bytes"] / 2**20}
+                         for m in ("fused", "plain"))  # fmt: skip
+        pairs = [f"{what} {fused[k]:.4g} vs {plain_[k]:.4g}" for what, k in (
+            ("passes over batch x hidden arrays", "large passes"),
+            ("elementwise kernels", "elementwise"), ("reductions", "reduce"),
+            ("residual MB", "MB"))]  # fmt: skip
+        lines.append(f"- {net['arch']}, fused vs plain: " + "; ".join(pairs))
     return lines

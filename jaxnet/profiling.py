@@ -20,6 +20,7 @@ product's operand shapes and contracting dimensions, to compare two programs' pr
 import collections
 import gzip
 import json
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -40,6 +41,8 @@ _DEFINITION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = ([a-z]\w*\[[\d,]*\])")
 _DOT = re.compile(r"= [a-z]\w*\[[\d,]*\]\S* dot\(%?([\w.\-]+), %?([\w.\-]+)\)(.*)")
 _DIMS = re.compile(r"(lhs_batch_dims|rhs_batch_dims|lhs_contracting_dims|rhs_contracting_dims)"
                    r"=\{([\d,]*)\}")  # fmt: skip
+_OPERANDS = re.compile(r"^\((.*?)\)")
+_NAME = re.compile(r"%([\w.\-]+)")
 _DIM_NAMES = ("lhs_contracting_dims", "rhs_contracting_dims", "lhs_batch_dims", "rhs_batch_dims")
 
 
@@ -89,13 +92,27 @@ def _entry(hlo_text: str) -> str:
     raise ValueError("the HLO text has no ENTRY computation; pass compiled.as_text().")
 
 
-def kernel_counts(hlo_text: str) -> dict[str, int]:
+def _elements(hlo_type: str) -> int:
+    dims = hlo_type[hlo_type.index("[") + 1 : -1]
+    return math.prod(int(d) for d in dims.split(",") if d)
+
+
+def kernel_counts(hlo_text: str, large: int | None = None) -> dict[str, int]:
     """How many ops of each kind (see `op_kinds`) the entry computation runs, and "reduce":
-    how many of them hold a reduction. Each is one pass over its operands in memory."""
+    how many of them hold a reduction. Each is one pass over its operands in memory.
+
+    With `large` (a number of elements), also "large passes": the ops other than matrix
+    products that read or write an array of at least that many elements, e.g. batch x
+    hidden activations.
+    """
     bodies = _computations(hlo_text)
     kinds = op_kinds(hlo_text)
-    counts = collections.Counter()
-    for line in bodies[_entry(hlo_text)]:
+    lines = bodies[_entry(hlo_text)]
+    types = {m.group(1): m.group(2) for line in lines if (m := _DEFINITION.match(line))}
+    counts = collections.Counter(
+        {"reduce": 0} if large is None else {"reduce": 0, "large passes": 0}
+    )
+    for line in lines:
         match = _INSTRUCTION.match(line)
         if match is None or (kind := kinds.get(match.group(1))) is None:
             continue
@@ -103,6 +120,12 @@ def kernel_counts(hlo_text: str) -> dict[str, int]:
         called = _CALLS.search(line)
         inner = bodies.get(called.group(1), []) if called else [line]
         counts["reduce"] += any(" reduce(" in sub for sub in inner)
+        if large is not None and kind != "matmul":
+            operands = _OPERANDS.search(line[match.end() - 1 :])
+            names = [match.group(1), *_NAME.findall(operands.group(1) if operands else "")]
+            counts["large passes"] += any(
+                n in types and _elements(types[n]) >= large for n in names
+            )
     return dict(counts)
 
 

@@ -150,11 +150,14 @@ def test_layers_section_compares_with_the_plain_network():
     assert rows["plain"]["vs_plain"]["median"] == 1.0
     assert all(r["dots"] == 5 and r["same_dots_as_plain"] for r in rows.values())
     assert rows["fused"]["residual_bytes"] < rows["plain"]["residual_bytes"]
-    assert rows["fused"]["kernels"]["elementwise"] < rows["plain"]["kernels"]["elementwise"]
+    for kind in ("elementwise", "large passes"):
+        assert rows["fused"]["kernels"][kind] < rows["plain"]["kernels"][kind], kind
+    assert rows["floor"]["kernels"]["large passes"] == 0
     header, table = layer_bench.table(results)
     assert len(table) == 5 and all(len(row) == len(header) for row in table)
     lines = layer_bench.target_lines(results)
     assert any(line.startswith("- fused/plain residual bytes, bn_tanh: ") for line in lines)
+    assert layer_bench.work_lines(results)[0].startswith("- bn_tanh, fused vs plain: passes over")
 
 
 def test_layers_section_refuses_a_plain_network_that_computes_something_else():

@@ -92,3 +92,11 @@ def test_dot_signatures_read_operands_and_contracting_dims():
     assert dots(lambda a, b: a @ b) == [("f32[64,32]", "f32[32,48]", "1", "0", "", "")]
     assert dots(lambda a, b: jnp.tanh(a @ b + 1)) == dots(lambda a, b: a @ b)
     assert dots(lambda a, b: (a @ b).T @ a) != dots(lambda a, b: a @ b)  # a second product
+
+
+def test_kernel_counts_counts_passes_over_large_arrays():
+    # gather.7, copy.1 and add_fusion touch f32[4,2]; the sort reads s32[4]; the dot is not
+    # counted, whatever its size.
+    assert profiling.kernel_counts(HLO, large=8)["large passes"] == 3
+    assert profiling.kernel_counts(HLO, large=9)["large passes"] == 0
+    assert "large passes" not in profiling.kernel_counts(HLO)
