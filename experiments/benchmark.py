@@ -466,11 +466,11 @@ def report(results) -> str:
     if "step" in results:
         out += _table("gradient step (median ms; ratios in the same process; plain: jax.grad "
                       "of a hand-written jax.numpy MLP)",
-                     ["sizes", "batch", "loss", "mode", "ms", "GFLOP/s", "/plain", "floor/mode"],
-                     [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"], r["mode"],
-                       f"{r['ms']:.3f}", f"{r['gflops']:.1f}", f"{r['vs_plain']:.3f}",
-                       f"{r['floor_over_mode']:.3f}"]
-                      for r in results["step"]["rows"]])  # fmt: skip
+                      ["sizes", "batch", "loss", "mode", "ms", "GFLOP/s", "/plain", "floor/mode"],
+                      [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"], r["mode"],
+                        f"{r['ms']:.3f}", f"{r['gflops']:.1f}", f"{r['vs_plain']:.3f}",
+                        f"{r['floor_over_mode']:.3f}"]
+                       for r in results["step"]["rows"]])  # fmt: skip
         for k, v in results["step"]["targets"].items():
             out.append(f"- {k}: {v:.3f}")
     if "torch" in results:
@@ -479,47 +479,48 @@ def report(results) -> str:
             out.append(f"\n## PyTorch eager: skipped, {t['skipped']}")
         else:
             out += _table(f"PyTorch {t['torch']} eager, {t['threads']} threads (median ms)",
-                         ["sizes", "batch", "loss", "mode", "ms", "fused/mode"],
-                         [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"], r["mode"],
-                           f"{r['ms']:.3f}", f"{r['fused_over_mode']:.3f}"]
-                          for r in t["rows"]])  # fmt: skip
+                          ["sizes", "batch", "loss", "mode", "ms", "fused/mode"],
+                          [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"], r["mode"],
+                            f"{r['ms']:.3f}", f"{r['fused_over_mode']:.3f}"]
+                           for r in t["rows"]])  # fmt: skip
     if "lesson" in results:
         lesson = results["lesson"]
         out += _table("lesson 001, 500 steps (median ms)", ["run", "ms", "jaxnet_scan/run"],
-                     [[k, f"{v:.1f}", f"{lesson['ratios']['jaxnet_scan/' + k]:.3f}"]
-                      for k, v in lesson["ms"].items()])  # fmt: skip
+                      [[k, f"{v:.1f}", f"{lesson['ratios']['jaxnet_scan/' + k]:.3f}"]
+                       for k, v in lesson["ms"].items()])  # fmt: skip
     if "epoch" in results:
         e = results["epoch"]
         out += _table(f"one train_mlp epoch, {e['data']}, {'-'.join(map(str, e['sizes']))}, "
-                     f"batch {e['batch_size']} (median s)", ["run", "s"],
-                     [[k, f"{v:.3f}"] for k, v in e["seconds"].items()])  # fmt: skip
+                      f"batch {e['batch_size']} (median s)", ["run", "s"],
+                      [[k, f"{v:.3f}"] for k, v in e["seconds"].items()])  # fmt: skip
         out.append(f"- epoch/floor: {e['epoch_over_floor']:.3f}")
         if "epoch_over_torch" in e:
             out.append(f"- epoch/torch eager epoch: {e['epoch_over_torch']:.3f}")
     if "profile" in results:
         kinds = ["matmul", "elementwise", "gather", "shuffle", "copy", "total ops", "wall"]
         out += _table("profile: jax.profiler op time by kind, mean per call (ms; ops may overlap)",
-                     ["run", *kinds],
-                     [[r["run"], *(f"{r['ms'].get(k, 0.0):.2f}" for k in kinds)]
-                      for r in results["profile"]])  # fmt: skip
+                      ["run", *kinds],
+                      [[r["run"], *(f"{r['ms'].get(k, 0.0):.2f}" for k in kinds)]
+                       for r in results["profile"]])  # fmt: skip
     if "memory" in results:
         out += _table("memory: residuals saved for the backward (beyond the arguments), "
-                     "compiled temporaries (bytes)",
-                     ["sizes", "batch", "loss", "fused res", "ops res", "jaxnet_autodiff res",
-                      "plain res", "fused/plain res", "fused temp", "plain temp",
-                      "fused/plain temp"],
-                     [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"],
-                       str(r["fused_residual_bytes"]), str(r["ops_residual_bytes"]),
-                       str(r["jaxnet_autodiff_residual_bytes"]), str(r["plain_residual_bytes"]),
-                       f"{r['fused/plain residuals']:.3f}", str(r["fused_temp_bytes"]),
-                       str(r["plain_temp_bytes"]), f"{r['fused/plain temp']:.3f}"]
-                      for r in results["memory"]])  # fmt: skip
+                      "compiled temporaries (bytes)",
+                      ["sizes", "batch", "loss", "fused res", "ops res", "jaxnet_autodiff res",
+                       "plain res", "fused/plain res", "fused temp", "plain temp",
+                       "fused/plain temp"],
+                      [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"],
+                        str(r["fused_residual_bytes"]), str(r["ops_residual_bytes"]),
+                        str(r["jaxnet_autodiff_residual_bytes"]), str(r["plain_residual_bytes"]),
+                        f"{r['fused/plain residuals']:.3f}", str(r["fused_temp_bytes"]),
+                        str(r["plain_temp_bytes"]), f"{r['fused/plain temp']:.3f}"]
+                       for r in results["memory"]])  # fmt: skip
     if "devices" in results:
         out += _table("train_mlp digits, 3 epochs, batch 64, on N simulated CPU devices "
-                     "(they share the same cores: not faster)",
-                     ["devices", "test loss", "wall s", "samples/s (last epoch)"],
-                     [[str(r["devices"]), f"{r['test_loss']:.6f}", f"{r['wall_seconds']:.2f}",
-                       f"{r['samples_per_second']:,.0f}"] for r in results["devices"]])  # fmt: skip
+                      "(they share the same cores: not faster)",
+                      ["devices", "test loss", "wall s", "samples/s (last epoch)"],
+                      [[str(r["devices"]), f"{r['test_loss']:.6f}", f"{r['wall_seconds']:.2f}",
+                        f"{r['samples_per_second']:,.0f}"]
+                       for r in results["devices"]])  # fmt: skip
     if "layers" in results:
         out += _table(
             "layers: a value_and_grad step of jaxnet.layers networks against the same "

@@ -149,7 +149,8 @@ def measure(arch: str, hidden, batch: int, rounds: int) -> dict:
 
 
 def targets(results: list[dict]) -> dict:
-    """The issue's targets beside what was measured: {name: (measured, target, met)}."""
+    """The issue's targets beside what was measured: {name: (measured, target, met)}, in
+    the order to report them."""
     fused = {r["arch"]: next(row for row in r["rows"] if row["mode"] == "fused") for r in results}
     time = {a: row["vs_plain"]["median"] for a, row in fused.items()}
     out = {"fused/plain time, median over the networks": statistics.median(time.values())}
@@ -164,7 +165,8 @@ def targets(results: list[dict]) -> dict:
 
 
 def section(rounds: int, batch: int = 512, hidden=None, architectures=ARCHITECTURES) -> dict:
-    """The section's results: {"networks": [per architecture], "targets": ...}.
+    """The section's results: {"networks": [per architecture], "targets": [[name, measured,
+    target, met], ...]} (a list, since benchmark.json sorts the keys of a dict).
 
     Args:
       rounds: paired rounds per network.
@@ -173,7 +175,7 @@ def section(rounds: int, batch: int = 512, hidden=None, architectures=ARCHITECTU
       architectures: which of ARCHITECTURES to run.
     """
     results = [measure(a, hidden or DEFAULT_HIDDEN[a], batch, rounds) for a in architectures]
-    return {"networks": results, "targets": {k: list(v) for k, v in targets(results).items()}}
+    return {"networks": results, "targets": [[k, *v] for k, v in targets(results).items()]}
 
 
 KERNELS = ("matmul", "elementwise", "reduce", "gather", "copy", "large passes")
@@ -212,7 +214,7 @@ def table(results: dict) -> tuple[list[str], list[list[str]]]:
 def target_lines(results: dict) -> list[str]:
     """One line per target: measured, target, met or missed."""
     lines = []
-    for name, (value, target, met) in results["targets"].items():
+    for name, value, target, met in results["targets"]:
         shown = f"{value:.3f} (target <= {target})" if not isinstance(value, bool) else value
         lines.append(f"- {name}: {shown}: {'met' if met else 'MISSED'}")
     return lines

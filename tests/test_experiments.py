@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chex
 import jax
 import numpy as np
 import pytest
 
+import jaxnet
 from jaxnet import initializers, matmul, stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,3 +171,19 @@ def test_layers_section_refuses_a_plain_network_that_computes_something_else():
     wrong = layer_bench.programs(net, lambda p, s, x, y: plain_loss(p, s, 2 * x, y), args)
     with pytest.raises(AssertionError, match="fused and plain differ"):
         layer_bench.check_same_step(wrong)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_the_plain_mlp_is_the_network_jaxnet_computes(loss):
+    from experiments import plain  # the step and memory sections' baseline
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    params = jaxnet.init_mlp(keys[0], [6, 5, 3])
+    x = jax.random.normal(keys[1], (4, 6))
+    y = (jax.random.randint(keys[2], (4,), 0, 3) if loss == "cross_entropy"
+         else jax.random.normal(keys[2], (4, 3)))  # fmt: skip
+    got = jax.value_and_grad(plain.mlp_loss)(params, x, y, loss=loss)
+    want = jax.value_and_grad(jaxnet.mlp_loss)(params, x, y, loss=loss)
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+    if loss == "mse":  # the comparison tells a different loss apart
+        assert not np.allclose(got[0], jaxnet.mlp_loss(params, x, y, loss="sum_squares"))
