@@ -45,14 +45,10 @@ class Layer(NamedTuple):
     compose: Callable | None = None
 
 
-def _no_params(shape, dtype=jnp.float32):
-    del dtype
-    return shape, {}, {}
-
-
 def _stateless_init(key, input_shape, dtype=jnp.float32):
-    del key
-    return _no_params(tuple(input_shape), dtype)
+    """The init of a layer without params or state that keeps its input's shape."""
+    del key, dtype
+    return tuple(input_shape), {}, {}
 
 
 def _elementwise(name: str, forward_fn: Callable, backward_fn: Callable) -> Layer:
@@ -251,15 +247,12 @@ def gelu() -> Layer:
 # ------------------------------------------------------------------- normalization
 
 
-def _scale_bias_init(name: str):
-    def init(key, input_shape, dtype=jnp.float32):
-        del key
-        features = input_shape[-1]
-        params = {"scale": jnp.ones((features,), dtype), "bias": jnp.zeros((features,), dtype)}
-        return tuple(input_shape), params, {}
-
-    init.__name__ = f"{name}_init"
-    return init
+def _scale_bias_init(key, input_shape, dtype=jnp.float32):
+    """A norm layer's init: scale 1 and bias 0 per feature (the last axis), no state."""
+    del key
+    features = input_shape[-1]
+    params = {"scale": jnp.ones((features,), dtype), "bias": jnp.zeros((features,), dtype)}
+    return tuple(input_shape), params, {}
 
 
 def _check_features(name: str, x, params) -> None:
@@ -302,7 +295,7 @@ def layer_norm(*, eps: float = 1e-5) -> Layer:
         )
         return {"scale": jnp.sum(g * xhat, axis=axes), "bias": jnp.sum(g, axis=axes)}, dx
 
-    return Layer(_scale_bias_init("layer_norm"), forward, backward, "layer_norm")
+    return Layer(_scale_bias_init, forward, backward, "layer_norm")
 
 
 def batch_norm(*, momentum: float = 0.1, eps: float = 1e-5) -> Layer:
@@ -320,7 +313,7 @@ def batch_norm(*, momentum: float = 0.1, eps: float = 1e-5) -> Layer:
         raise ValueError(f"batch_norm: momentum={momentum} must lie in [0, 1].")
 
     def init(key, input_shape, dtype=jnp.float32):
-        shape, params, _ = _scale_bias_init("batch_norm")(key, input_shape, dtype)
+        shape, params, _ = _scale_bias_init(key, input_shape, dtype)
         features = input_shape[-1]
         state = {"mean": jnp.zeros((features,), dtype), "var": jnp.ones((features,), dtype)}
         return shape, params, state
@@ -356,19 +349,18 @@ def batch_norm(*, momentum: float = 0.1, eps: float = 1e-5) -> Layer:
     def backward(params, residual, g):
         xhat = residual["xhat"]
         axes = tuple(range(g.ndim - 1))
-        dparams = {"scale": jnp.sum(g * xhat, axis=axes), "bias": jnp.sum(g, axis=axes)}
-        h = g * params["scale"]  # the cotangent of xhat
+        dscale, dbias = jnp.sum(g * xhat, axis=axes), jnp.sum(g, axis=axes)
         if "running_rstd" in residual:
             # Eval mode: xhat = (x - running_mean) r is affine in x, so dx = s r g.
-            return dparams, h * residual["running_rstd"]
+            dx = g * (params["scale"] * residual["running_rstd"])
+            return {"scale": dscale, "bias": dbias}, dx
         # Train mode: mu and var depend on every row. makemore part 4's one-line backward,
-        #   dx = s r / n (n g - sum(g) - xhat sum(g xhat))  (sums over the batch, per feature),
+        #   dx = s r / n (n g - sum(g) - xhat sum(g xhat))   (sums over the batch, per feature)
         # with the biased variance; the lecture's Bessel-corrected forward puts n / (n - 1)
-        # before the last sum, here it is 1. In terms of h = g s:
-        #   dx = r (h - mean(h) - xhat mean(h xhat)).
-        rstd = residual["rstd"]
-        dx = rstd * (h - jnp.mean(h, axis=axes) - xhat * jnp.mean(h * xhat, axis=axes))
-        return dparams, dx
+        # before the last sum, here it is 1. The two sums are dbias and dscale, already made.
+        n = int(np.prod(g.shape[:-1]))
+        dx = (params["scale"] * residual["rstd"]) * (g - dbias / n - xhat * (dscale / n))
+        return {"scale": dscale, "bias": dbias}, dx
 
     return Layer(init, forward, backward, "batch_norm")
 
@@ -518,8 +510,8 @@ def flatten() -> Layer:
     """[batch, d1, d2, ...] -> [batch, d1 * d2 * ...]: makemore's embcat."""
 
     def init(key, input_shape, dtype=jnp.float32):
-        del key
-        return _no_params((input_shape[0], int(np.prod(input_shape[1:]))), dtype)
+        del key, dtype
+        return (input_shape[0], int(np.prod(input_shape[1:]))), {}, {}
 
     def forward(params, state, x, *, train=False, key=None):
         del params, train, key
@@ -544,11 +536,9 @@ def _split(key, n: int) -> list:
 
 def _check_list(name: str, value, n: int, what: str, layers) -> None:
     if not isinstance(value, (list, tuple)) or len(value) != n:
-        got = (
-            f"a {type(value).__name__} of {len(value)}"
-            if isinstance(value, (list, tuple))
-            else (type(value).__name__)
-        )
+        got = type(value).__name__
+        if isinstance(value, (list, tuple)):
+            got = f"a {got} of {len(value)}"
         kinds = [layer.name for layer in layers]
         raise LayerError(
             f"{name}: {what} must be a list with one entry per layer ({n}: {kinds}), got {got}; "
