@@ -67,7 +67,7 @@ def make_net(hidden: int, init_logit: float, *, straight_through: bool) -> layer
     return layers.serial(gate, layers.dense(hidden), layers.relu(), layers.dense(10))
 
 
-def make_loss(net: layers.Layer, sparsity: float, *, straight_through: bool):
+def make_loss(net: layers.Layer, state, sparsity: float, *, straight_through: bool):
     """(params, x, y, key) -> cross-entropy + sparsity * fraction of gates drawn open.
 
     The penalty draws the gates once more, on ones, so that it too goes through the gate:
@@ -78,7 +78,7 @@ def make_loss(net: layers.Layer, sparsity: float, *, straight_through: bool):
 
     def loss(params, x, y, key):
         net_key, penalty_key = jax.random.split(key)
-        value, _ = network.network_loss(net, params, [{}] * 4, x, y, loss="cross_entropy",
+        value, _ = network.network_loss(net, params, state, x, y, loss="cross_entropy",
                                         grad=grad, train=True, key=net_key)  # fmt: skip
         drawn = gate_layer(params[0], jnp.ones_like(x), penalty_key)
         return value + sparsity * jnp.mean(drawn)
@@ -96,7 +96,7 @@ def make_gate_apply(straight_through: bool):
 
 
 def fit(loss, params, x, y, *, steps: int, batch_size: int, learning_rate: float, key):
-    """Adam on random minibatches as one jitted scan: (params, losses, open fraction per step)."""
+    """Adam on random minibatches as one jitted scan: (params, (loss, open fraction) per step)."""
     optimizer = optax.adam(learning_rate)
 
     def step(carry, step_key, x, y):
@@ -118,9 +118,9 @@ def fit(loss, params, x, y, *, steps: int, batch_size: int, learning_rate: float
     return run(params, x, y)
 
 
-def accuracy(net, params, x, y) -> float:
+def accuracy(net, params, state, x, y) -> float:
     """Test accuracy in eval mode: each gate open where its logit is > 0."""
-    out, _ = layers.apply(net, params, [{}] * 4, x)
+    out, _ = layers.apply(net, params, state, x)
     return float(jnp.mean(out.argmax(-1) == y))
 
 
@@ -131,17 +131,17 @@ def run_arm(arm: str, splits, *, seed: int, steps: int, batch_size: int, learnin
     straight = arm == "straight_through"
     net = make_net(hidden, init_logit, straight_through=straight)
     init_key, train_key = jax.random.split(jax.random.key(seed))
-    _, params, _ = net.init(init_key, x_train[:1].shape)
+    _, params, state = net.init(init_key, x_train[:1].shape)
     start = time.perf_counter()
     trained, (losses, open_trace) = fit(
-        make_loss(net, sparsity, straight_through=straight), params, x_train, y_train,
+        make_loss(net, state, sparsity, straight_through=straight), params, x_train, y_train,
         steps=steps, batch_size=batch_size, learning_rate=learning_rate, key=train_key,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     logits = np.asarray(trained[0]["logits"])
     opened = logits > 0
     return dict(
-        arm=arm, test_accuracy=accuracy(net, trained, x_test, y_test),
+        arm=arm, test_accuracy=accuracy(net, trained, state, x_test, y_test),
         open_fraction=float(opened.mean()), open_pixels=float(opened[:PIXELS].mean()),
         open_noise=float(opened[PIXELS:].mean()) if len(opened) > PIXELS else None,
         max_logit_change=float(np.max(np.abs(logits - init_logit))),
