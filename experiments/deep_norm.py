@@ -86,8 +86,8 @@ def make_fit(net: layers.Layer, optimizer, grad: str):
 
     def step(carry, idx, x, y):
         params, state, opt_state = carry
-        (value, state), grads = jax.value_and_grad(loss, has_aux=True)(params, state, x[idx],
-                                                                       y[idx])  # fmt: skip
+        grad_fn = jax.value_and_grad(loss, has_aux=True)
+        (value, state), grads = grad_fn(params, state, x[idx], y[idx])
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return (params, state, opt_state), {"loss": value, **probes(state)}
@@ -116,9 +116,8 @@ def run_arm(arm: str, splits, *, depth: int, width: int, indices, optimizer, gra
         params = lsuv.rescale(net, params, state, x[lsuv_rows])
     params, state, trace = make_fit(net, optimizer, grad)(params, state, x, y, indices)
     trace = jax.tree_util.tree_map(np.asarray, trace)
-    test_loss, test_acc = train.make_evaluate(net, "cross_entropy")(
-        params, state, x_test, y_test, jnp.ones(len(y_test), jnp.float32)
-    )
+    padded = train.pad_rows(x_test, y_test, jax.device_count())  # rows split over devices
+    test_loss, test_acc = train.make_evaluate(net, "cross_entropy")(params, state, *padded)
     step, layer = stats.first_out_of_band(trace["std"])
     summary = dict(
         arm=arm, test_accuracy=float(test_acc), test_loss=float(test_loss),
