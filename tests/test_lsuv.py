@@ -27,10 +27,6 @@ def dense_output_stds(net, params, state, x) -> list[float]:
 
 
 NETS = {
-    "general_relu": lambda: L.serial(
-        *[L.serial(L.dense(16, init="normal"), L.general_relu(leak=0.1, sub=0.4))] * 3,
-        L.dense(10),
-    ),
     "residual": lambda: L.serial(
         L.dense(16, init="normal"),
         L.residual(L.layer_norm(), L.dense(32, init="normal"), L.gelu(), L.dense(16)),
