@@ -20,11 +20,15 @@ def counts(words: Sequence[str]) -> np.ndarray:
 
 
 def fit(words: Sequence[str], smoothing: float = 1.0) -> np.ndarray:
-    """P [27, 27] float64, each row a distribution over the next character."""
+    """P [27, 27] float64, each row a distribution over the next character.
+
+    A row with nothing to count (possible only with smoothing=0) is uniform.
+    """
     if smoothing < 0:
         raise ValueError(f"smoothing must be >= 0, got {smoothing}.")
     n = counts(words) + smoothing
-    return n / n.sum(axis=1, keepdims=True)
+    totals = n.sum(axis=1, keepdims=True)
+    return np.where(totals > 0, n / np.maximum(totals, 1e-300), 1.0 / names.VOCAB)
 
 
 def loss(probs: np.ndarray, words: Sequence[str]) -> float:
