@@ -34,6 +34,7 @@ line and, in the backward, `dbndiff2`'s 1/(n - 1) and the n/(n - 1) of the one-l
 term. Nothing else differs.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -133,6 +134,7 @@ def forward(
     return -logprobs[jnp.arange(n), y].mean(), v
 
 
+@functools.partial(jax.jit, static_argnames="bessel")
 def autodiff(
     params: dict[str, Array], x: ArrayLike, y: ArrayLike, *, bessel: bool = False
 ) -> dict[str, Array]:

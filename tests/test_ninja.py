@@ -1,0 +1,85 @@
+"""Makemore part 4: every hand gradient equals jax.grad of the same intermediate."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TOLERANCES
+
+from jaxnet import gradcheck, names, ninja
+
+forward = jax.jit(ninja.forward, static_argnames="bessel")
+backward = jax.jit(ninja.backward, static_argnames="bessel")
+
+
+def _problem(dtype, n=32, seed=0):
+    words = names.split(names.load("first"))[0]
+    pairs = names.windows(words, block_size=3)
+    rows = np.random.default_rng(seed).choice(len(pairs.y), n, replace=False)
+    params = ninja.init_params(
+        jax.random.key(seed), vocab=27, block_size=3, embedding_dim=5, hidden=16, dtype=dtype
+    )
+    return params, jnp.asarray(pairs.x[rows]), jnp.asarray(pairs.y[rows])
+
+
+# The lecture's Bessel variant in float64 only: each case compiles three programs.
+@pytest.mark.parametrize(
+    "dtype,bessel", [("float32", False), ("float64", False), ("float64", True)]
+)
+def test_every_step_of_the_backward_equals_autodiff(dtype, bessel):
+    with jax.enable_x64(dtype == "float64"):
+        params, x, y = _problem(dtype)
+        _, v = forward(params, x, y, bessel=bessel)
+        got = backward(params, v, x, y, bessel=bessel)
+        want = ninja.autodiff(params, x, y, bessel=bessel)
+    assert set(got) == set(want) == set(ninja.ORDER)
+    assert all(g.dtype == dtype for g in got.values())
+    gradcheck.assert_close(got, want, **TOLERANCES[dtype])
+
+
+def test_the_fused_one_liners_equal_the_step_by_step_chain(dtype):
+    params, x, y = _problem(dtype)
+    loss, v = forward(params, x, y)
+    d = backward(params, v, x, y)
+    tol = TOLERANCES[dtype]
+    np.testing.assert_allclose(ninja.cross_entropy_backward(v["logits"], y), d["logits"], **tol)
+    dhprebn = ninja.batch_norm_backward(params["bngain"], v["bnvar_inv"], v["bnraw"], d["hpreact"])
+    np.testing.assert_allclose(dhprebn, d["hprebn"], **tol)
+    fused_loss, grads = jax.jit(ninja.fused_grads)(params, x, y)
+    gradcheck.assert_close(grads, {k: d[k] for k in ninja.PARAMS}, **tol)
+    assert fused_loss == pytest.approx(float(loss), rel=1e-6)
+
+
+def test_taps_leave_the_forward_unchanged():
+    params, x, y = _problem(jnp.float32)
+    loss, v = forward(params, x, y)
+    tapped, _ = forward(params, x, y, ninja.zero_taps(params, x))
+    assert loss == tapped
+    assert set(v) == set(ninja.INTERMEDIATES)
+
+
+def test_the_biased_backward_is_caught_against_the_lectures_bessel_forward():
+    # The one deliberate mismatch: the first gradient that differs is dbndiff2 (1/n vs 1/(n-1)),
+    # and everything computed from it after.
+    params, x, y = _problem(jnp.float32, n=8)
+    _, v = forward(params, x, y, bessel=True)
+    got = backward(params, v, x, y, bessel=False)
+    report = gradcheck.compare(got, ninja.autodiff(params, x, y, bessel=True), rtol=1e-4, atol=1e-6)
+    failing = {path.strip("[']") for path in report.failing()}
+    assert [name for name in ninja.ORDER if name in failing][0] == "bndiff2"
+    assert {"hprebn", "W1", "C"} <= failing and "bngain" not in failing
+    one_liner = ninja.batch_norm_backward(
+        params["bngain"], v["bnvar_inv"], v["bnraw"], got["hpreact"], bessel=False
+    )
+    assert not np.allclose(one_liner, ninja.autodiff(params, x, y, bessel=True)["hprebn"])
+
+
+def test_cmp_rows_say_exact_approximate_and_max_diff():
+    a = np.array([1.0, 2.0], np.float32)
+    assert ninja.cmp("a", a, a) == ninja.Row("a", True, True, 0.0)
+    row = ninja.cmp("b", a, a + np.float32(1e-7))
+    assert not row.exact and row.approximate and 0 < row.max_diff < 1e-6
+    assert not ninja.cmp("c", a, a + 1).approximate
+    assert "maxdiff: 1" in ninja.table([ninja.cmp("c", a, a + 1)])
+    with pytest.raises(ValueError, match="shape"):
+        ninja.cmp("d", a, a[:1])
