@@ -10,6 +10,7 @@ from `network_loss(grad="fused")`: the whole network's hand VJP. After training,
 lecture's "calibrate the batch norm at the end of training"), which eval mode then uses.
 """
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -93,40 +94,40 @@ def make_train_chunk(
 
 
 def _blocks(x: np.ndarray, y: np.ndarray, block: int):
-    """(x, y, weights) in blocks of `block` rows, the last one padded with weight 0."""
+    """(x, y, weights) in blocks of `block` rows, the last one padded with weight 0: every
+    block has one shape, so each jitted block function compiles once."""
     x, y, weights = train.pad_rows(x, y, block)
     for i in range(0, len(x), block):
         yield x[i : i + block], y[i : i + block], weights[i : i + block]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _loss_sum(net, params, state, x, y, weights):
+    values, _ = train.example_losses(net, params, state, x, y, "cross_entropy")
+    return jnp.sum(values * weights)
 
 
 def nll(
     net: layers.Layer, params: PyTree, state: PyTree, x: np.ndarray, y: np.ndarray, block=8192
 ) -> float:
     """Mean negative log-likelihood in eval mode, in nats per predicted character."""
+    blocks = _blocks(x, y, block)
+    return sum(float(_loss_sum(net, params, state, *b)) for b in blocks) / len(x)
 
-    @jax.jit
-    def block_sum(params, state, x, y, weights):
-        values, _ = train.example_losses(net, params, state, x, y, "cross_entropy")
-        return jnp.sum(values * weights)
 
-    total = sum(float(block_sum(params, state, *b)) for b in _blocks(x, y, min(block, len(x))))
-    return total / len(x)
+@functools.partial(jax.jit, static_argnums=0)
+def _moments(trunk, params, state, x, weights):
+    h, _ = layers.apply(trunk, params, state, x)
+    w = weights[:, None].astype(h.dtype)
+    return jnp.sum(w * h, 0), jnp.sum(w * h * h, 0)
 
 
 def calibrate(
     model: Model, params: PyTree, state: PyTree, x: np.ndarray, block=8192
 ) -> list[PyTree]:
     """The state with batch_norm's running mean and (unbiased) variance set from every row of x."""
-
-    @jax.jit
-    def moments(params, state, x, weights):
-        h, _ = layers.apply(model.trunk, params, state, x)
-        w = weights[:, None].astype(h.dtype)
-        return jnp.sum(w * h, 0), jnp.sum(w * h * h, 0)
-
-    trunk = params[:BATCH_NORM], state[:BATCH_NORM]
-    blocks = _blocks(x, np.zeros(len(x)), min(block, len(x)))
-    sums = [moments(*trunk, xb, w) for xb, _, w in blocks]
+    trunk = model.trunk, params[:BATCH_NORM], state[:BATCH_NORM]
+    sums = [_moments(*trunk, xb, w) for xb, _, w in _blocks(x, np.zeros(len(x)), block)]
     s1 = np.sum([np.asarray(s, np.float64) for s, _ in sums], 0)
     s2 = np.sum([np.asarray(s, np.float64) for _, s in sums], 0)
     n = len(x)

@@ -54,6 +54,9 @@ PARAMS = ("C", "W1", "W2", "b2", "bngain", "bnbias")
 INTERMEDIATES = tuple(name for name in ORDER if name not in PARAMS)
 
 
+@functools.partial(
+    jax.jit, static_argnames=("vocab", "block_size", "embedding_dim", "hidden", "dtype")
+)
 def init_params(
     key: ArrayLike,
     *,
@@ -63,8 +66,11 @@ def init_params(
     hidden: int,
     dtype=jnp.float32,
 ) -> dict[str, Array]:
-    """The lecture's parameters, deliberately away from zero: a zero b2 or bnbias can hide a
-    wrong backward. W1 has tanh's kaiming gain 5/3; W2 and b2 are small."""
+    """The lecture's parameters, deliberately away from zero (a zero b2 can hide a bug).
+
+    W1 has tanh's kaiming gain 5/3; W2 and b2 are small; bngain and bnbias are 1 and 0 plus
+    noise, for a zero bias or a unit gain can hide a wrong backward.
+    """
     keys = jax.random.split(key, 6)
     fan_in = block_size * embedding_dim
 
@@ -87,6 +93,7 @@ def zero_taps(params: dict[str, Array], x: ArrayLike) -> dict[str, Array]:
     return {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
 
 
+@functools.partial(jax.jit, static_argnames="bessel")
 def forward(
     params: dict[str, Array],
     x: ArrayLike,
@@ -147,6 +154,7 @@ def autodiff(
     return {**d_params, **d_taps}
 
 
+@functools.partial(jax.jit, static_argnames="bessel")
 def backward(
     params: dict[str, Array], v: dict[str, Array], x: ArrayLike, y: ArrayLike, *, bessel=False
 ) -> dict[str, Array]:
@@ -224,6 +232,7 @@ def batch_norm_backward(
     )
 
 
+@functools.partial(jax.jit, static_argnames="bessel")
 def fused_grads(
     params: dict[str, Array], x: ArrayLike, y: ArrayLike, *, bessel: bool = False
 ) -> tuple[Array, dict[str, Array]]:
