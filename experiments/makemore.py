@@ -160,7 +160,9 @@ def run() -> dict:
                       for k, v in splits.items())  # fmt: skip
     print(f"{_NAMES.value}: {len(words)} distinct names; {sizes}\n")
     part1_key, train_key, sample_key = jax.random.split(jax.random.key(_SEED.value), 3)
+    start = time.perf_counter()
     part1 = _part1(part1_key, windows["train"], _PART1_BATCH.value)
+    part1["seconds"] = time.perf_counter() - start
 
     model = makemore.model(
         vocab=names.VOCAB, embedding_dim=_EMBEDDING_DIM.value, hidden=_HIDDEN.value
@@ -168,6 +170,7 @@ def run() -> dict:
     print(f"\nPart 2: {_OPTIMIZER.value} {_LEARNING_RATE.value:g} ({_SCHEDULE.value}), "
           f"batch {_BATCH_SIZE.value}, {_STEPS.value} steps")  # fmt: skip
     trained = _train(model, train_key, windows["train"].x, windows["train"].y)
+    start = time.perf_counter()
     params = trained["params"]
     state = makemore.calibrate(model, params, trained["state"], windows["train"].x)
     losses = {f"{k}_loss": makemore.nll(model.net, params, state, w.x, w.y)
@@ -183,6 +186,7 @@ def run() -> dict:
         "test_below_bigram": bigram_losses["bigram_test_loss"] - losses["test_loss"],
         "samples": samples, "curve": trained["curve"],
         "train_seconds": trained["train_seconds"],
+        "evaluate_seconds": time.perf_counter() - start,
         "steps_per_second": _STEPS.value / trained["train_seconds"],
         "part1": part1, "part1_ok": all(r["approximate"] for r in part1["steps"] + part1["fused"]),
         "names": _NAMES.value, "names_count": len(words),
@@ -204,6 +208,8 @@ def main(argv):
         print(f"  {split:5s} {results[split + '_loss']:.4f}   "
               f"counting bigram {results['bigram_' + split + '_loss']:.4f}")  # fmt: skip
     print(f"test loss {results['test_below_bigram']:.4f} below the bigram's")
+    print(f"part 1 {results['part1']['seconds']:.1f} s, training {results['train_seconds']:.1f} s, "
+          f"evaluation and samples {results['evaluate_seconds']:.1f} s")  # fmt: skip
     print(f"\n{len(results['samples'])} samples: {', '.join(results['samples'])}")
     out = _OUTPUT_DIR.value
     _plot(results["curve"], results["val_loss"], results["bigram_test_loss"], f"{out}/loss.png")
