@@ -151,14 +151,37 @@ def _plot(curve, val_loss: float, bigram_loss: float, path: str) -> None:
     plt.close(fig)
 
 
-def run() -> dict:
-    """The whole experiment; returns what results.json holds, less `seconds`."""
+def _data():
+    """(distinct names, {split: names}, {split: Windows})."""
     words = names.load(_NAMES.value)
     splits = dict(zip(("train", "val", "test"), names.split(words)))
     windows = {k: names.windows(v, _BLOCK_SIZE.value) for k, v in splits.items()}
     sizes = ", ".join(f"{k} {len(v)} names / {len(windows[k].y)} characters"
                       for k, v in splits.items())  # fmt: skip
     print(f"{_NAMES.value}: {len(words)} distinct names; {sizes}\n")
+    return words, splits, windows
+
+
+def _evaluate(model, trained, splits, windows, sample_key) -> dict:
+    """Each split's loss in eval mode (batch_norm calibrated on train), the bigram's, samples."""
+    params = trained["params"]
+    state = makemore.calibrate(model, params, trained["state"], windows["train"].x)
+    results = {f"{k}_loss": makemore.nll(model.net, params, state, w.x, w.y)
+               for k, w in windows.items()}  # fmt: skip
+    probs = bigram.fit(splits["train"])
+    results.update({f"bigram_{k}_loss": bigram.loss(probs, v) for k, v in splits.items()})
+    results["test_below_bigram"] = results["bigram_test_loss"] - results["test_loss"]
+    logits = makemore.logits_fn(model.net, params, state)
+    count, block = _SAMPLES.value, _BLOCK_SIZE.value
+    results["samples"] = (
+        names.sample(sample_key, logits, count=count, block_size=block) if count else []
+    )
+    return results
+
+
+def run() -> dict:
+    """The whole experiment; returns what results.json holds, less `seconds`."""
+    words, splits, windows = _data()
     part1_key, train_key, sample_key = jax.random.split(jax.random.key(_SEED.value), 3)
     start = time.perf_counter()
     part1 = _part1(part1_key, windows["train"], _PART1_BATCH.value)
@@ -171,20 +194,9 @@ def run() -> dict:
           f"batch {_BATCH_SIZE.value}, {_STEPS.value} steps")  # fmt: skip
     trained = _train(model, train_key, windows["train"].x, windows["train"].y)
     start = time.perf_counter()
-    params = trained["params"]
-    state = makemore.calibrate(model, params, trained["state"], windows["train"].x)
-    losses = {f"{k}_loss": makemore.nll(model.net, params, state, w.x, w.y)
-              for k, w in windows.items()}  # fmt: skip
-    probs = bigram.fit(splits["train"])
-    bigram_losses = {f"bigram_{k}_loss": bigram.loss(probs, v) for k, v in splits.items()}
-    samples = names.sample(
-        sample_key, makemore.logits_fn(model.net, params, state),
-        count=_SAMPLES.value, block_size=_BLOCK_SIZE.value,
-    ) if _SAMPLES.value else []  # fmt: skip
+    results = _evaluate(model, trained, splits, windows, sample_key)
     return {
-        **losses, **bigram_losses,
-        "test_below_bigram": bigram_losses["bigram_test_loss"] - losses["test_loss"],
-        "samples": samples, "curve": trained["curve"],
+        **results, "curve": trained["curve"],
         "train_seconds": trained["train_seconds"],
         "evaluate_seconds": time.perf_counter() - start,
         "steps_per_second": _STEPS.value / trained["train_seconds"],
