@@ -75,6 +75,11 @@ def _part1(key, windows: names.Windows, batch: int) -> dict:
     steps = [ninja.cmp(name, mine[name], auto[name]) for name in ninja.ORDER]
     print(f"Part 1: one batch of {batch}, loss {float(loss):.4f}; hand vs jax.grad, step by step")
     print(ninja.table(steps))
+    print(
+        "(bnvar divides by n, as jaxnet.layers.batch_norm normalises; the lecture divides by\n"
+        " n - 1, which makes dbndiff2 = dbnvar / (n - 1) and puts n / (n - 1) before the\n"
+        " one-line backward's last term. jaxnet.ninja's bessel=True is the lecture's.)"
+    )
     fused = _fused_rows(params, v, x, y, mine)
     print("\nThe fused backward passes against the step-by-step chain:")
     print(ninja.table(fused))
