@@ -117,6 +117,8 @@ def windows(words: Sequence[str], block_size: int) -> Windows:
     """
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1, got {block_size}.")
+    if not len(words):
+        return Windows(np.zeros((0, block_size), np.int32), np.zeros((0,), np.int32))
     lengths = np.array([len(w) for w in words], np.int64)
     # Each word becomes [0]*block_size + codes + [0]; a window of block_size + 1 codes
     # starting at offset k (0 <= k <= len) is (context, target).

@@ -110,9 +110,11 @@ def test_windows_of_the_real_lists_give_one_example_per_letter_and_end():
     assert decoded == list(words)
 
 
-def test_windows_refuse_an_empty_context():
+def test_windows_refuse_an_empty_context_and_accept_no_words():
     with pytest.raises(ValueError, match="block_size"):
         names.windows(["ab"], block_size=0)
+    empty = names.windows([], block_size=3)
+    assert empty.x.shape == (0, 3) and empty.y.shape == (0,)
 
 
 def _counting_model(context):
