@@ -1,6 +1,7 @@
 """Training loops driven by optax, each one jitted `lax.scan`."""
 
 import difflib
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -68,14 +69,26 @@ def make_schedule(name: str, learning_rate: float, steps: int) -> optax.Schedule
 
 
 def make_training_optimizer(
-    name: str, learning_rate: float, schedule: str, steps: int, weight_decay: float = 0.0
+    name: str,
+    learning_rate: float,
+    schedule: str,
+    steps: int,
+    weight_decay: float = 0.0,
+    clip_grad_norm: float = 0.0,
 ) -> optax.GradientTransformation:
-    """The optax optimizer `name` on a schedule, with weight decay.
+    """The optax optimizer `name` on a schedule, with weight decay and gradient clipping.
 
     Weight decay is passed to optimizers that take it (adamw, lion, lamb: decoupled decay);
-    for the others it is L2, `weight_decay * params` added to the gradient.
+    for the others it is L2, `weight_decay * params` added to the gradient. clip_grad_norm
+    > 0 first scales the gradient down to that global norm (`optax.clip_by_global_norm`).
     """
-    lr = make_schedule(name=schedule, learning_rate=learning_rate, steps=steps)
+    optimizer = _decayed(name, make_schedule(schedule, learning_rate, steps), weight_decay)
+    if clip_grad_norm:
+        return optax.chain(optax.clip_by_global_norm(clip_grad_norm), optimizer)
+    return optimizer
+
+
+def _decayed(name: str, lr: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
     if not weight_decay:
         return make_optimizer(name, lr)
     try:
@@ -126,7 +139,7 @@ class TrainState(NamedTuple):
 
     params: Params
     opt_state: optax.OptState
-    step: Array  # updates taken so far, int32 []
+    step: Array  # updates applied so far, int32 []
     key: Array  # raw data (uint32) of the PRNG key for the next epoch's shuffle
 
 
@@ -163,12 +176,18 @@ def make_train_epoch(
 ) -> Callable[[TrainState, Array, Array], tuple[TrainState, Array]]:
     """One jitted epoch: shuffle, then a `lax.scan` of optimizer steps over the batches.
 
+    The scan carries a flag: from the first step whose loss or gradient norm is not finite, no
+    step updates the params or the optimizer state, so the state returned is the last
+    finite one and `state.step` counts only the updates applied. `first_nonfinite` reads
+    the flag back once per epoch, with no host round-trip per step.
+
     Args:
       loss: (params, x_batch, y_batch) -> scalar mean loss, e.g. a partial of mlp_loss.
       optimizer: an optax gradient transformation.
       batch_size: the global batch size.
       mesh: a `jaxnet.parallel` mesh; each batch is sharded along its "data" axis, and
         state and data are replicated. Default: all devices.
+      augment: (key, x_batch) -> x_batch, applied to each batch inside the scan.
 
     Returns:
       epoch(state, x, y) -> (state, per-batch losses). x and y stay on the device; the
@@ -185,23 +204,41 @@ def make_train_epoch(
         keys = jax.random.split(augment_key, indices.shape[0])
 
         def step(carry, idx_and_key):
-            params, opt_state = carry
+            params, opt_state, count, ok = carry
             idx, step_key = idx_and_key
             idx = jax.lax.with_sharding_constraint(idx, batch)
             xb, yb = (jax.lax.with_sharding_constraint(a[idx], batch) for a in (x, y))
             if augment is not None:
                 xb = augment(step_key, xb)
             value, grads = loss_and_grad(params, xb, yb)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), value
+            ok = ok & jnp.isfinite(value) & jnp.isfinite(optax.tree.norm(grads))
+            # A cond, not a select per leaf: no extra pass over params and optimizer state.
+            params, opt_state = jax.lax.cond(
+                ok, functools.partial(_update, optimizer, grads), lambda s: s, (params, opt_state)
+            )
+            return (params, opt_state, count + ok, ok), value
 
-        carry = (state.params, state.opt_state)
-        (params, opt_state), losses = jax.lax.scan(step, carry, (indices, keys))
-        step_count = state.step + indices.shape[0]
-        return TrainState(params, opt_state, step_count, jax.random.key_data(key)), losses
+        carry = (state.params, state.opt_state, state.step, jnp.array(True))
+        (params, opt_state, count, _), losses = jax.lax.scan(step, carry, (indices, keys))
+        return TrainState(params, opt_state, count, jax.random.key_data(key)), losses
 
     everywhere = parallel.replicated(mesh)
     return _placing(jax.jit(epoch, in_shardings=everywhere, out_shardings=everywhere), everywhere)
+
+
+def _update(optimizer, grads, params_and_opt_state):
+    params, opt_state = params_and_opt_state
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def first_nonfinite(before: TrainState, after: TrainState, losses: Array) -> int | None:
+    """The index in the epoch of the step whose loss or gradient was not finite, or None.
+
+    `before` and `after` are the states around one call of `make_train_epoch`'s epoch.
+    """
+    applied = int(after.step) - int(before.step)
+    return None if applied == len(losses) else applied
 
 
 def _placing(jitted, shardings):
