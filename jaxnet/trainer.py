@@ -1,0 +1,490 @@
+"""The main training job as a function: `train_and_evaluate(config, workdir) -> summary`.
+
+The flax examples' shape: a frozen, validated `Config` in, a summary out, every file in
+`workdir`: metrics.jsonl (one record per epoch), summary.json, and checkpoint.npz (the
+newest) with checkpoint.1.npz (the one before). Progress lines go to `log`; nothing is
+printed. A non-finite training loss stops the run (`Diverged`), and SIGINT or SIGTERM stops
+it after the epoch under way, with a checkpoint (`Interrupted`).
+"""
+
+import contextlib
+import dataclasses
+import functools
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+import jaxnet
+from jaxnet import checkpoint, checks, data, gradcheck, initializers, io, parallel, train
+
+CHECKPOINT = "checkpoint.npz"
+KEEP = 2  # checkpoints kept: the newest and the one before
+
+# The best settings we know for each dataset; `Config.for_dataset` starts from these.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": dict(hidden=(256,), loss="cross_entropy", init="kaiming_normal", optimizer="adam",
+                   learning_rate=3e-3, schedule="cosine", weight_decay=0.0, batch_size=64,
+                   epochs=30, augment="none", label_smoothing=0.0),
+    "mnist": dict(hidden=(1024, 1024), loss="cross_entropy", init="kaiming_normal",
+                  optimizer="adamw", learning_rate=1e-3, schedule="cosine", weight_decay=1e-4,
+                  batch_size=256, epochs=12, augment="none", label_smoothing=0.0),
+    "fashion_mnist": dict(hidden=(512, 512), loss="cross_entropy", init="kaiming_normal",
+                          optimizer="adamw", learning_rate=1e-3, schedule="cosine",
+                          weight_decay=0.05, batch_size=128, epochs=24, augment="flip",
+                          label_smoothing=0.1),
+    "synthetic": dict(hidden=(100,), loss="mse", init="torch_default", optimizer="adam",
+                      learning_rate=1e-3, schedule="constant", weight_decay=0.0, batch_size=64,
+                      epochs=500, augment="none", label_smoothing=0.0),
+}  # fmt: skip
+
+# Fields that say how a run is carried out, not what it computes: a resumed run may change
+# them, and checkpoints and summaries do not record them.
+_RUN_FIELDS = ("data_dir", "download", "checkpoint_every", "resume", "stop_after_epoch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One training run; each field is the command-line flag of the same name.
+
+    Built with `Config.for_dataset(name, **overrides)` (the dataset's `DEFAULTS`, then the
+    overrides); every field is checked on construction.
+    """
+
+    dataset: str = "digits"
+    hidden: tuple[int, ...] = (256,)
+    loss: str = "cross_entropy"
+    init: str = "kaiming_normal"
+    optimizer: str = "adam"
+    learning_rate: float = 3e-3
+    schedule: str = "cosine"
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: int = 30
+    augment: str = "none"
+    label_smoothing: float = 0.0
+    clip_grad_norm: float = 0.0  # 0: no clipping
+    grad: str = "fused"
+    seed: int = 0
+    validation_fraction: float = 0.0
+    data_dir: str | None = None
+    download: bool = True
+    checkpoint_every: int = 1  # 0: only at the end
+    resume: bool = False
+    stop_after_epoch: int = 0  # 0: never
+
+    @classmethod
+    def for_dataset(cls, dataset: str, **overrides) -> "Config":
+        """The dataset's DEFAULTS, then overrides; a non-cross_entropy loss gets no smoothing."""
+        if dataset not in DEFAULTS:
+            raise ValueError(f"--dataset={dataset!r} is not one of {list(DEFAULTS)}.")
+        settings = {**DEFAULTS[dataset], **overrides}
+        if settings["loss"] != "cross_entropy" and "label_smoothing" not in overrides:
+            settings["label_smoothing"] = 0.0  # the dataset's default is for cross_entropy
+        return cls(dataset=dataset, **settings)
+
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
+        except (TypeError, ValueError):
+            raise ValueError(f"--hidden={self.hidden!r} must list positive widths.") from None
+        for problem in _problems(self):
+            raise ValueError(problem)
+        checks.label_smoothing(self.label_smoothing, self.loss)
+
+    def recorded(self) -> dict[str, Any]:
+        """What the run computes (no run-control fields), as JSON-ready values."""
+        fields = dataclasses.asdict(self)
+        return {k: list(v) if k == "hidden" else v for k, v in fields.items()
+                if k not in _RUN_FIELDS}  # fmt: skip
+
+
+def _choice(config: Config, name: str, choices) -> str | None:
+    value = getattr(config, name)
+    return None if value in choices else f"--{name}={value!r} is not one of {sorted(choices)}."
+
+
+def _at_least(config: Config, name: str, low, high=float("inf")) -> str | None:
+    value = getattr(config, name)
+    return None if low <= value <= high else f"--{name}={value} must lie in [{low}, {high}]."
+
+
+def _problems(config: Config) -> Iterator[str]:
+    """Every field that is out of range, as one line each."""
+    yield from filter(None, [
+        _choice(config, "dataset", data.DATASETS),
+        _choice(config, "loss", ("cross_entropy", "mse")),
+        _choice(config, "init", initializers.INITIALIZERS),
+        _choice(config, "schedule", train.SCHEDULES),
+        _choice(config, "augment", ("none", "flip")),
+        _choice(config, "grad", checks.GRADS),
+        _at_least(config, "learning_rate", 0.0), _at_least(config, "weight_decay", 0.0),
+        _at_least(config, "clip_grad_norm", 0.0), _at_least(config, "batch_size", 1),
+        _at_least(config, "epochs", 1), _at_least(config, "validation_fraction", 0.0, 0.5),
+        _at_least(config, "checkpoint_every", 0), _at_least(config, "stop_after_epoch", 0),
+    ])  # fmt: skip
+    if not config.hidden or min(config.hidden) < 1:
+        yield f"--hidden={list(config.hidden)} must list positive widths, e.g. 256,128."
+    train.make_optimizer(config.optimizer, 1e-3)  # raises, naming the nearest optimizers
+
+
+class Diverged(RuntimeError):
+    """The training loss (or gradient norm) became non-finite; `.state` is the last finite."""
+
+    def __init__(self, message: str, state: train.TrainState):
+        super().__init__(message)
+        self.state = state
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after an epoch, which was checkpointed."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+# ------------------------------------------------------------------------------ data
+
+
+class Prepared(NamedTuple):
+    """Normalised numpy arrays (x_train, y_train, x_valid, ...) and the layer sizes."""
+
+    arrays: dict[str, np.ndarray]
+    sizes: list[int]
+
+
+def prepare(config: Config) -> Prepared:
+    """Loads and normalises the data: train (and validation) and test, labels as the loss needs."""
+    ds = data.load(config.dataset, config.data_dir, download_ok=config.download)
+    if ds.num_classes == 0 and config.loss != "mse":
+        raise ValueError(f"dataset {ds.name!r} has float targets; use --loss=mse.")
+    if config.augment == "flip" and ds.x_train.shape[1] != 784:
+        raise ValueError(f"--augment=flip mirrors 28x28 images; {ds.name!r} has "
+                         f"{ds.x_train.shape[1]} features. Use --augment=none.")  # fmt: skip
+    (x, y), (x_valid, y_valid) = data.validation_split(
+        ds.x_train, ds.y_train, config.validation_fraction, seed=config.seed
+    )
+    normalize = data.fit_normalizer(x)
+    label_dtype = np.float32 if config.loss == "mse" else np.int32
+    splits = {"train": (x, y), "valid": (x_valid, y_valid), "test": (ds.x_test, ds.y_test)}
+    arrays = {}
+    for name, (xs, ys) in splits.items():
+        arrays[f"x_{name}"], arrays[f"y_{name}"] = normalize(xs), ys.astype(label_dtype)
+    outputs = 1 if config.loss == "mse" and ds.num_classes else (ds.num_classes or y.shape[1])
+    return Prepared(arrays, [x.shape[1], *config.hidden, outputs])
+
+
+# --------------------------------------------------------------------------- the job
+
+
+class Job(NamedTuple):
+    """The jitted epoch and evaluation, and the data placed on the mesh."""
+
+    epoch: Callable
+    evaluate: Callable
+    train_xy: tuple
+    eval_sets: dict[str, tuple]
+    mesh: Any
+    n_train: int
+
+
+def _loss(config: Config, grad: str | None = None) -> Callable:
+    return functools.partial(jaxnet.mlp_loss, loss=config.loss, grad=grad or config.grad,
+                             label_smoothing=config.label_smoothing)  # fmt: skip
+
+
+def _optimizer(config: Config, n_train: int):
+    steps = train.batches_per_epoch(n_train, config.batch_size) * config.epochs
+    return train.make_training_optimizer(
+        config.optimizer, config.learning_rate, config.schedule, steps, config.weight_decay,
+        config.clip_grad_norm,
+    )  # fmt: skip
+
+
+def build(config: Config, prepared: Prepared, mesh) -> tuple[Job, train.TrainState]:
+    """The job and its fresh state (on the host), from the config's seed."""
+    a = prepared.arrays
+    optimizer = _optimizer(config, len(a["x_train"]))
+    augment = data.random_flip if config.augment == "flip" else None
+    epoch = train.make_train_epoch(_loss(config), optimizer, config.batch_size, mesh, augment)
+    eval_sets = {
+        name: parallel.put(train.pad_rows(a[f"x_{name}"], a[f"y_{name}"], mesh.size),
+                           parallel.sharded_batch(mesh))
+        for name in ("test", "valid") if len(a[f"x_{name}"])
+    }  # fmt: skip
+    train_xy = parallel.put((a["x_train"], a["y_train"]), parallel.replicated(mesh))
+    job = Job(epoch, train.make_evaluate(config.loss, mesh), train_xy, eval_sets, mesh,
+              len(a["x_train"]))  # fmt: skip
+    init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
+    params = jaxnet.init_mlp(init_key, prepared.sizes, init=config.init)
+    return job, jax.device_get(train.init_state(params, optimizer, shuffle_key))
+
+
+def gradient_check(config: Config, params, x, y) -> tuple[str, bool]:
+    """(one line, ok): the hand VJP against jax.grad of plain jax.numpy on one batch."""
+    hand = "fused" if config.grad == "autodiff" else config.grad
+
+    @jax.jit  # one compile for both; eagerly, each of ~100 small ops compiles on its own
+    def both(params, x, y):
+        return {g: jax.grad(_loss(config, g))(params, x, y) for g in (hand, "autodiff")}
+
+    grads = both(params, x, y)
+    result = gradcheck.compare(grads[hand], grads["autodiff"], rtol=1e-4, atol=1e-6)
+    worst_abs = max(leaf.max_abs for leaf in result.leaves)
+    worst_rel = max(leaf.max_rel for leaf in result.leaves)
+    verdict = "ok" if result.ok else f"MISMATCH in {result.failing()}"
+    return (f"gradcheck: {hand} vs autodiff on the first batch of {len(x)}: max abs diff "
+            f"{worst_abs:.2e}, max rel diff {worst_rel:.2e}: {verdict}"), result.ok  # fmt: skip
+
+
+def _diverged(config, epoch: int, before, after, losses, saved: str) -> Diverged | None:
+    bad = train.first_nonfinite(before, after, losses)
+    if bad is None:
+        return None
+    what = "loss" if not np.isfinite(losses[bad]) else "gradient norm (loss finite)"
+    return Diverged(
+        f"the training {what} became non-finite ({losses[bad]}) at epoch {epoch}, step "
+        f"{bad + 1} of {len(losses)} (update {int(before.step) + bad + 1}); {saved}. Try a "
+        f"smaller --learning_rate (now {config.learning_rate:g}) or --clip_grad_norm (e.g. 1.0).",
+        jax.device_get(after),
+    )  # fmt: skip
+
+
+def run_epoch(config: Config, job: Job, state, epoch: int, saved: str):
+    """(state, record) after one epoch: train, then evaluate on each held-out set.
+
+    Raises:
+      Diverged: a training loss or gradient norm became non-finite.
+    """
+    start = time.perf_counter()
+    after, losses = job.epoch(state, *job.train_xy)
+    losses = np.asarray(jax.device_get(losses))
+    if (error := _diverged(config, epoch, state, after, losses, saved)) is not None:
+        raise error
+    record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+    seconds = time.perf_counter() - start
+    for name, arrays in job.eval_sets.items():
+        loss, accuracy = jax.device_get(job.evaluate(after.params, *arrays))
+        record[f"{name}_loss"], record[f"{name}_accuracy"] = float(loss), float(accuracy)
+    record["samples_per_second"] = job.n_train / seconds
+    return after, record
+
+
+def describe(record: dict, epochs: int, devices: int) -> str:
+    """One progress line for an epoch's record."""
+    parts = [f"epoch {record['epoch']:3d}/{epochs}", f"train_loss {record['train_loss']:.4f}"]
+    for name in ("valid", "test"):
+        if f"{name}_loss" in record:
+            parts.append(f"{name}_loss {record[f'{name}_loss']:.4f}")
+            if np.isfinite(record[f"{name}_accuracy"]):
+                parts.append(f"{name}_acc {100 * record[f'{name}_accuracy']:.2f}%")
+    parts.append(f"{record['samples_per_second']:,.0f} samples/s on {devices} device(s)")
+    return "  ".join(parts)
+
+
+# ----------------------------------------------------------------- files and resume
+
+
+def read_metrics(workdir: Path, upto_epoch: int | None = None) -> list[dict]:
+    """The records of metrics.jsonl, up to an epoch; [] if there is none."""
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if upto_epoch is None or r["epoch"] <= upto_epoch]
+
+
+def _write_metrics(workdir: Path, records: list[dict]) -> None:
+    text = "".join(json.dumps(io.finite(r), sort_keys=True) + "\n" for r in records)
+    io.write_bytes_atomic(workdir / "metrics.jsonl", text.encode())
+
+
+def _check_same_config(config: Config, then: dict, used: Path) -> None:
+    defaults = Config().recorded()  # a key an older checkpoint lacks had its default
+    now = config.recorded()
+    changed = sorted(k for k in now if then.get(k, defaults[k]) != now[k])
+    if changed:
+        was = {k: then.get(k, defaults[k]) for k in changed}
+        is_now = {k: now[k] for k in changed}
+        raise ValueError(f"--resume: {used} was written with {was}, not {is_now}; resume "
+                         "with the same flags.")  # fmt: skip
+
+
+def _restore(config: Config, workdir: Path, template, log) -> tuple[Any, int, float]:
+    """(state or None, epochs done, wall seconds so far) from the newest readable checkpoint."""
+    path = workdir / CHECKPOINT
+    if not any(p.is_file() for p in checkpoint.rotated_paths(path, KEEP)):
+        if config.resume:
+            log(f"no checkpoint in {workdir}; starting from scratch")
+        return None, 0, 0.0
+    if not config.resume:
+        raise ValueError(f"{workdir} holds a checkpoint from an earlier run; pass --resume to "
+                         "continue it, or choose another --output_dir.")  # fmt: skip
+    try:
+        state, meta, used, skipped = checkpoint.restore_newest(path, template, KEEP)
+    except checkpoint.CheckpointError as e:
+        raise checkpoint.CheckpointError(f"{e} Remove them to start afresh, or choose another "
+                                         "--output_dir.") from None  # fmt: skip
+    for why in skipped:
+        log(f"{why} Resuming from the older {used.name}.")
+    _check_same_config(config, meta["config"], used)
+    for stale in workdir.glob(f".{CHECKPOINT}.*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
+    log(f"resumed from {used} after epoch {meta['epoch']}")
+    return state, meta["epoch"], meta["wall"]
+
+
+# ------------------------------------------------------------------------- signals
+
+
+@contextlib.contextmanager
+def deferred_stop_signals() -> Iterator[list[int]]:
+    """Turns SIGINT and SIGTERM into a request, `received`, read between epochs.
+
+    A second signal stops at once (KeyboardInterrupt). Outside the main thread, where
+    Python cannot take signals, nothing is installed.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        del frame
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _stop_requested(received: list[int]) -> int:
+    """The signal number if any process received one (all processes agree), else 0."""
+    signum = received[0] if received else 0
+    if jax.process_count() == 1:
+        return signum
+    return int(np.max(multihost_utils.process_allgather(np.int32(signum))))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _summary(config: Config, job: Job, sizes, records: list[dict], wall: float) -> dict:
+    return {
+        "dataset": config.dataset, "test_accuracy": records[-1].get("test_accuracy"),
+        "test_loss": records[-1].get("test_loss"), "epochs": config.epochs,
+        "wall_seconds": wall, "devices": job.mesh.size, "processes": jax.process_count(),
+        "backend": jax.default_backend(), "sizes": sizes, "config": config.recorded(),
+        "final": records[-1],
+    }  # fmt: skip
+
+
+def _silent(line: str) -> None:
+    del line
+
+
+def train_and_evaluate(
+    config: Config, workdir: str | Path, *, log: Callable[[str], None] = _silent
+) -> dict | None:
+    """Trains and evaluates an MLP as `config` says; writes its files to workdir.
+
+    Args:
+      config: the run's settings.
+      workdir: the output folder (only process 0 writes).
+      log: receives each progress line (gradient check, one line per epoch, resume).
+
+    Returns:
+      The summary also written to summary.json, or None if config.stop_after_epoch
+      stopped the run first.
+
+    Raises:
+      ValueError: bad data or settings, or a checkpoint of another run in workdir.
+      checkpoint.CheckpointError: --resume, and no checkpoint in workdir is readable.
+      Diverged: a training loss became non-finite; no checkpoint is written over.
+      Interrupted: SIGINT or SIGTERM; the last finished epoch was checkpointed.
+    """
+    start, workdir = time.perf_counter(), Path(workdir)
+    with deferred_stop_signals() as received:
+        parallel.assert_same_on_all_processes(json.dumps(config.recorded(), sort_keys=True))
+        mesh = parallel.make_mesh()
+        parallel.check_batch_size(config.batch_size, mesh)
+        prepared = prepare(config)
+        job, fresh = build(config, prepared, mesh)
+        restored, done, wall_before = _restore(config, workdir, fresh, log)
+        state = fresh if restored is None else restored
+        _check_gradients(config, state.params, prepared.arrays, log)
+        state = parallel.put(state, parallel.replicated(mesh))
+        records = read_metrics(workdir, done) if done else []
+        loop = _Loop(config, job, workdir, log, received, done)
+        records = loop.run(state, records, lambda: wall_before + time.perf_counter() - start)
+    if records is None:
+        return None
+    summary = _summary(config, job, prepared.sizes, records,
+                       wall_before + time.perf_counter() - start)  # fmt: skip
+    if jax.process_index() == 0:
+        io.write_json_atomic(workdir / "summary.json", summary)
+    return summary
+
+
+def _check_gradients(config: Config, params, arrays: dict, log) -> None:
+    first = slice(0, config.batch_size)
+    line, ok = gradient_check(config, params, arrays["x_train"][first], arrays["y_train"][first])
+    log(line)
+    if not ok:
+        raise ValueError("the hand-derived gradient disagrees with jax.grad; see the line above.")
+
+
+class _Loop(NamedTuple):
+    config: Config
+    job: Job
+    workdir: Path
+    log: Callable[[str], None]
+    received: list[int]
+    done: int
+
+    def save(self, state, epoch: int, wall: float) -> None:
+        if jax.process_index() == 0:
+            meta = {"config": self.config.recorded(), "epoch": epoch, "wall": wall}
+            checkpoint.save(self.workdir / CHECKPOINT, state, meta, keep=KEEP)
+
+    def run(self, state, records: list[dict], wall: Callable[[], float]) -> list[dict] | None:
+        """Trains the remaining epochs; the records, or None if stopped on purpose."""
+        config, main = self.config, jax.process_index() == 0
+        saved = self.done
+        for epoch in range(self.done + 1, config.epochs + 1):
+            where = (f"{self.workdir / CHECKPOINT}, of epoch {saved}, is kept" if saved
+                     else "no checkpoint was written")  # fmt: skip
+            state, record = run_epoch(config, self.job, state, epoch, where)
+            records.append(record)
+            self.log(describe(record, config.epochs, self.job.mesh.size))
+            if main:
+                _write_metrics(self.workdir, records)
+            every = config.checkpoint_every and epoch % config.checkpoint_every == 0
+            stop = epoch == config.stop_after_epoch
+            signum = _stop_requested(self.received)
+            if every or stop or signum or epoch == config.epochs:
+                self.save(state, epoch, wall())
+                saved = epoch
+            if signum and epoch < config.epochs:
+                raise Interrupted(
+                    f"stopped by {signal.Signals(signum).name} after epoch {epoch} of "
+                    f"{config.epochs}, saved in {self.workdir / CHECKPOINT}; run the same "
+                    "command with --resume to continue.", signum,
+                )  # fmt: skip
+            if stop and epoch < config.epochs:
+                self.log(f"stopped after epoch {epoch}; continue with --resume")
+                return None
+        return records
