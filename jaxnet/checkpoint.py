@@ -113,6 +113,15 @@ def _read(path) -> tuple[list[np.ndarray], dict]:
     return leaves, meta
 
 
+def read_meta(path: str | os.PathLike) -> dict:
+    """The JSON record saved with a checkpoint (e.g. its epoch).
+
+    Raises:
+      CheckpointError: the file is unreadable.
+    """
+    return _read(path)[1]
+
+
 def restore(path: str | os.PathLike, template: train.TrainState) -> tuple[train.TrainState, dict]:
     """(state, meta) read from path, shaped like template (a fresh state of the same run).
 
