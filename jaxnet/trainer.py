@@ -221,8 +221,9 @@ def build(config: Config, prepared: Prepared, mesh) -> tuple[Job, train.TrainSta
         for name in ("test", "valid") if len(a[f"x_{name}"])
     }  # fmt: skip
     train_xy = parallel.put((a["x_train"], a["y_train"]), parallel.replicated(mesh))
-    job = Job(epoch, train.make_evaluate(config.loss, mesh), train_xy, eval_sets, mesh,
-              len(a["x_train"]))  # fmt: skip
+    net = jaxnet.mlp_network(prepared.sizes, init=config.init)
+    evaluate = train.make_evaluate(net, config.loss, mesh)
+    job = Job(epoch, evaluate, train_xy, eval_sets, mesh, len(a["x_train"]))
     init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
     params = jaxnet.init_mlp(init_key, prepared.sizes, init=config.init)
     return job, jax.device_get(train.init_state(params, optimizer, shuffle_key))
@@ -272,7 +273,7 @@ def run_epoch(config: Config, job: Job, state, epoch: int, saved: str):
     record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
     seconds = time.perf_counter() - start
     for name, arrays in job.eval_sets.items():
-        loss, accuracy = jax.device_get(job.evaluate(after.params, *arrays))
+        loss, accuracy = jax.device_get(job.evaluate(after.params, {}, *arrays))
         record[f"{name}_loss"], record[f"{name}_accuracy"] = float(loss), float(accuracy)
     record["samples_per_second"] = job.n_train / seconds
     return after, record
