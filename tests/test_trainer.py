@@ -101,22 +101,31 @@ def test_an_unreadable_newest_checkpoint_resumes_from_the_older(tmp_path, straig
         run(tmp_path, resume=True)
 
 
-def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "poison, what",
+    [("label", "loss"), ("pixel", "gradient norm (loss finite)")],  # relu(NaN) = 0 forward
+)
+def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch, poison, what
+):
     run(tmp_path, stop_after_epoch=1)
     kept = (tmp_path / "checkpoint.npz").read_bytes()
     prepare = trainer.prepare
 
-    def poisoned(config):  # one NaN pixel: the batch that holds it has a NaN loss
+    def poisoned(config):  # row 1000 is not in the gradcheck's first batch
         prepared = prepare(config)
-        prepared.arrays["x_train"][1000, 3] = np.nan  # not in the gradcheck batch
+        if poison == "label":
+            prepared.arrays["y_train"][1000] = 99  # out of range: NaN loss under jit
+        else:
+            prepared.arrays["x_train"][1000, 3] = np.nan
         return prepared
 
     monkeypatch.setattr(trainer, "prepare", poisoned)
     with pytest.raises(trainer.Diverged) as caught:
         run(tmp_path, resume=True)
     message = str(caught.value)
-    assert message.startswith("the training loss became non-finite (nan) at epoch 2, step ")
-    assert "of epoch 1, is kept" in message
+    assert message.startswith(f"the training {what} became non-finite (")
+    assert "at epoch 2, step " in message and "of epoch 1, is kept" in message
     assert "--learning_rate (now 0.003)" in message and "--clip_grad_norm" in message
     assert (tmp_path / "checkpoint.npz").read_bytes() == kept
     assert all(np.isfinite(leaf).all() for leaf in caught.value.state.params[0].values())
