@@ -53,6 +53,17 @@ _CLIP_GRAD_NORM = flags.DEFINE_float(
     "clip_grad_norm", None, "Scale each gradient down to at most this global norm; 0: no "
     "clipping.", lower_bound=0.0,
 )  # fmt: skip
+_ACTIVATION = flags.DEFINE_enum(
+    "activation", None, list(trainer.ACTIVATIONS), "After each hidden layer. leaky_relu: "
+    "slope 0.01; general_relu: fast.ai's leak 0.1, sub 0.4.",
+)  # fmt: skip
+_NORM = flags.DEFINE_enum(
+    "norm", None, list(trainer.NORMS), "Normalization after each hidden dense layer, before "
+    "its activation: batch_norm (over the global batch) or layer_norm.",
+)  # fmt: skip
+_DROPOUT = flags.DEFINE_float(
+    "dropout", None, "Dropout rate after each hidden activation, in [0, 1).", lower_bound=0.0
+)
 _WEIGHT_DECAY = flags.DEFINE_float(
     "weight_decay", None, "Decoupled weight decay where the optimizer takes one (adamw, lion, "
     "lamb), else L2 added to the gradient.", lower_bound=0.0,
@@ -87,7 +98,8 @@ _TIMEOUT = flags.DEFINE_integer(
 _FLAGS = {"hidden": _HIDDEN, "loss": _LOSS, "init": _INIT, "optimizer": _OPTIMIZER,
           "learning_rate": _LEARNING_RATE, "schedule": _SCHEDULE, "weight_decay": _WEIGHT_DECAY,
           "batch_size": _BATCH_SIZE, "epochs": _EPOCHS, "augment": _AUGMENT,
-          "label_smoothing": _LABEL_SMOOTHING, "clip_grad_norm": _CLIP_GRAD_NORM}  # fmt: skip
+          "label_smoothing": _LABEL_SMOOTHING, "clip_grad_norm": _CLIP_GRAD_NORM,
+          "activation": _ACTIVATION, "norm": _NORM, "dropout": _DROPOUT}  # fmt: skip
 
 
 def _positive_widths(widths):

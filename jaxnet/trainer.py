@@ -23,7 +23,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import jaxnet
-from jaxnet import checkpoint, checks, data, gradcheck, initializers, io, parallel, train
+from jaxnet import checkpoint, checks, data, gradcheck, initializers, io, layers, parallel, train
 
 CHECKPOINT = "checkpoint.npz"
 KEEP = 2  # checkpoints kept: the newest and the one before
@@ -32,17 +32,32 @@ KEEP = 2  # checkpoints kept: the newest and the one before
 DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": dict(hidden=(256,), loss="cross_entropy", init="kaiming_normal", optimizer="adam",
                    learning_rate=3e-3, schedule="cosine", weight_decay=0.0, batch_size=64,
-                   epochs=30, augment="none", label_smoothing=0.0),
+                   epochs=30, augment="none", label_smoothing=0.0, activation="relu",
+                   norm="none", dropout=0.0),
     "mnist": dict(hidden=(1024, 1024), loss="cross_entropy", init="kaiming_normal",
                   optimizer="adamw", learning_rate=1e-3, schedule="cosine", weight_decay=1e-4,
-                  batch_size=256, epochs=12, augment="none", label_smoothing=0.0),
+                  batch_size=256, epochs=12, augment="none", label_smoothing=0.0,
+                  activation="relu", norm="none", dropout=0.0),
     "fashion_mnist": dict(hidden=(512, 512), loss="cross_entropy", init="kaiming_normal",
                           optimizer="adamw", learning_rate=1e-3, schedule="cosine",
                           weight_decay=0.05, batch_size=128, epochs=24, augment="flip",
-                          label_smoothing=0.1),
+                          label_smoothing=0.1, activation="relu", norm="none", dropout=0.0),
     "synthetic": dict(hidden=(100,), loss="mse", init="torch_default", optimizer="adam",
                       learning_rate=1e-3, schedule="constant", weight_decay=0.0, batch_size=64,
-                      epochs=500, augment="none", label_smoothing=0.0),
+                      epochs=500, augment="none", label_smoothing=0.0, activation="relu",
+                      norm="none", dropout=0.0),
+}  # fmt: skip
+
+# --activation: each a jaxnet.layers constructor; general_relu with fast.ai's leak and sub.
+ACTIVATIONS: dict[str, Callable[[], layers.Layer]] = {
+    "relu": layers.relu,
+    "leaky_relu": functools.partial(layers.leaky_relu, 0.01),
+    "general_relu": functools.partial(layers.general_relu, leak=0.1, sub=0.4),
+    "tanh": layers.tanh,
+    "gelu": layers.gelu,
+}
+NORMS: dict[str, Callable[[], layers.Layer] | None] = {
+    "none": None, "batch": layers.batch_norm, "layer": layers.layer_norm,
 }  # fmt: skip
 
 # Fields that say how a run is carried out, not what it computes: a resumed run may change
@@ -71,6 +86,9 @@ class Config:
     augment: str = "none"
     label_smoothing: float = 0.0
     clip_grad_norm: float = 0.0  # 0: no clipping
+    activation: str = "relu"
+    norm: str = "none"  # after each hidden dense layer, before its activation
+    dropout: float = 0.0  # after each hidden activation
     grad: str = "fused"
     seed: int = 0
     validation_fraction: float = 0.0
@@ -125,11 +143,14 @@ def _problems(config: Config) -> Iterator[str]:
         _choice(config, "schedule", train.SCHEDULES),
         _choice(config, "augment", ("none", "flip")),
         _choice(config, "grad", checks.GRADS),
+        _choice(config, "activation", ACTIVATIONS), _choice(config, "norm", NORMS),
         _at_least(config, "learning_rate", 0.0), _at_least(config, "weight_decay", 0.0),
         _at_least(config, "clip_grad_norm", 0.0), _at_least(config, "batch_size", 1),
         _at_least(config, "epochs", 1), _at_least(config, "validation_fraction", 0.0, 0.5),
         _at_least(config, "checkpoint_every", 0), _at_least(config, "stop_after_epoch", 0),
     ])  # fmt: skip
+    if not 0 <= config.dropout < 1:
+        yield f"--dropout={config.dropout} must lie in [0, 1)."
     if not config.hidden or min(config.hidden) < 1:
         yield f"--hidden={list(config.hidden)} must list positive widths, e.g. 256,128."
     train.make_optimizer(config.optimizer, 1e-3)  # raises, naming the nearest optimizers
@@ -186,8 +207,10 @@ def prepare(config: Config) -> Prepared:
 
 
 class Job(NamedTuple):
-    """The jitted epoch and evaluation, and the data placed on the mesh."""
+    """The network, its jitted epoch and evaluation, and the data placed on the mesh."""
 
+    net: layers.Layer
+    objective: Callable  # (params, net_state, x, y, key, grad) -> (loss, new net_state)
     epoch: Callable
     evaluate: Callable
     train_xy: tuple
@@ -196,9 +219,51 @@ class Job(NamedTuple):
     n_train: int
 
 
-def _loss(config: Config, grad: str | None = None) -> Callable:
-    return functools.partial(jaxnet.mlp_loss, loss=config.loss, grad=grad or config.grad,
-                             label_smoothing=config.label_smoothing)  # fmt: skip
+def is_plain_mlp(config: Config) -> bool:
+    """ReLU, no normalization, no dropout: the MLP of `init_mlp`, trained by `mlp_loss`."""
+    return (config.activation, config.norm, config.dropout) == ("relu", "none", 0.0)
+
+
+def network(config: Config, sizes: list[int]) -> layers.Layer:
+    """The network: each hidden layer dense, then norm, activation and dropout if asked."""
+    if is_plain_mlp(config):
+        return jaxnet.mlp_network(sizes, init=config.init)
+    norm, hidden = NORMS[config.norm], []
+    for width in sizes[1:-1]:
+        hidden += [layers.dense(width, init=config.init), *([norm()] if norm else []),
+                   ACTIVATIONS[config.activation](),
+                   *([layers.dropout(config.dropout)] if config.dropout else [])]  # fmt: skip
+    return layers.serial(*hidden, layers.dense(sizes[-1], init=config.init))
+
+
+def _objective(config: Config, net: layers.Layer) -> Callable:
+    """(params, net_state, x, y, key, grad) -> (loss, new net_state), in train mode."""
+    smoothing = config.label_smoothing
+    if is_plain_mlp(config):  # mlp_loss: the path and numbers of the runs before layers
+
+        def plain(params, net_state, x, y, key, grad):
+            del key
+            value = jaxnet.mlp_loss(params, x, y, loss=config.loss, grad=grad,
+                                    label_smoothing=smoothing)  # fmt: skip
+            return value, net_state
+
+        return plain
+
+    def objective(params, net_state, x, y, key, grad):
+        return jaxnet.network_loss(net, params, net_state, x, y, loss=config.loss, grad=grad,
+                                   key=key, label_smoothing=smoothing)  # fmt: skip
+
+    return objective
+
+
+def _epoch(config: Config, objective: Callable, optimizer, mesh):
+    augment = data.random_flip if config.augment == "flip" else None
+    if is_plain_mlp(config):
+        loss = lambda p, x, y: objective(p, (), x, y, None, config.grad)[0]  # noqa: E731
+        return train.make_train_epoch(loss, optimizer, config.batch_size, mesh, augment)
+    loss = lambda p, s, x, y, key: objective(p, s, x, y, key, config.grad)  # noqa: E731
+    return train.make_train_epoch(loss, optimizer, config.batch_size, mesh, augment,
+                                  stateful=True)  # fmt: skip
 
 
 def _optimizer(config: Config, n_train: int):
@@ -209,35 +274,48 @@ def _optimizer(config: Config, n_train: int):
     )  # fmt: skip
 
 
+def _init(config: Config, net: layers.Layer, sizes: list[int], key):
+    """(params, net_state): init_mlp's list for the plain MLP, else the network's init."""
+    if is_plain_mlp(config):
+        return jaxnet.init_mlp(key, sizes, init=config.init), ()
+    _, params, net_state = layers.init(net, key, (1, sizes[0]))
+    return params, net_state
+
+
 def build(config: Config, prepared: Prepared, mesh) -> tuple[Job, train.TrainState]:
     """The job and its fresh state (on the host), from the config's seed."""
     a = prepared.arrays
     optimizer = _optimizer(config, len(a["x_train"]))
-    augment = data.random_flip if config.augment == "flip" else None
-    epoch = train.make_train_epoch(_loss(config), optimizer, config.batch_size, mesh, augment)
+    net = network(config, prepared.sizes)
+    objective = _objective(config, net)
     eval_sets = {
         name: parallel.put(train.pad_rows(a[f"x_{name}"], a[f"y_{name}"], mesh.size),
                            parallel.sharded_batch(mesh))
         for name in ("test", "valid") if len(a[f"x_{name}"])
     }  # fmt: skip
     train_xy = parallel.put((a["x_train"], a["y_train"]), parallel.replicated(mesh))
-    net = jaxnet.mlp_network(prepared.sizes, init=config.init)
-    evaluate = train.make_evaluate(net, config.loss, mesh)
-    job = Job(epoch, evaluate, train_xy, eval_sets, mesh, len(a["x_train"]))
+    job = Job(net, objective, _epoch(config, objective, optimizer, mesh),
+              train.make_evaluate(net, config.loss, mesh), train_xy, eval_sets, mesh,
+              len(a["x_train"]))  # fmt: skip
     init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
-    params = jaxnet.init_mlp(init_key, prepared.sizes, init=config.init)
-    return job, jax.device_get(train.init_state(params, optimizer, shuffle_key))
+    params, net_state = _init(config, net, prepared.sizes, init_key)
+    return job, jax.device_get(train.init_state(params, optimizer, shuffle_key, net_state))
 
 
-def gradient_check(config: Config, params, x, y) -> tuple[str, bool]:
-    """(one line, ok): the hand VJP against jax.grad of plain jax.numpy on one batch."""
+def gradient_check(config: Config, job: Job, state: train.TrainState, x, y) -> tuple[str, bool]:
+    """(one line, ok): the hand VJP against jax.grad of plain jax.numpy on one batch, in
+    train mode (batch statistics; one dropout mask for both)."""
     hand = "fused" if config.grad == "autodiff" else config.grad
+    key = jax.random.key(0)
 
     @jax.jit  # one compile for both; eagerly, each of ~100 small ops compiles on its own
-    def both(params, x, y):
-        return {g: jax.grad(_loss(config, g))(params, x, y) for g in (hand, "autodiff")}
+    def both(params, net_state, x, y):
+        def loss(p, g):
+            return job.objective(p, net_state, x, y, key, g)[0]
 
-    grads = both(params, x, y)
+        return {g: jax.grad(loss)(params, g) for g in (hand, "autodiff")}
+
+    grads = both(state.params, state.net_state, x, y)
     result = gradcheck.compare(grads[hand], grads["autodiff"], rtol=1e-4, atol=1e-6)
     worst_abs = max(leaf.max_abs for leaf in result.leaves)
     worst_rel = max(leaf.max_rel for leaf in result.leaves)
@@ -273,7 +351,7 @@ def run_epoch(config: Config, job: Job, state, epoch: int, saved: str):
     record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
     seconds = time.perf_counter() - start
     for name, arrays in job.eval_sets.items():
-        loss, accuracy = jax.device_get(job.evaluate(after.params, {}, *arrays))
+        loss, accuracy = jax.device_get(job.evaluate(after.params, after.net_state, *arrays))
         record[f"{name}_loss"], record[f"{name}_accuracy"] = float(loss), float(accuracy)
     record["samples_per_second"] = job.n_train / seconds
     return after, record
@@ -426,7 +504,7 @@ def train_and_evaluate(
         job, fresh = build(config, prepared, mesh)
         restored, done, wall_before = _restore(config, workdir, fresh, log)
         state = fresh if restored is None else restored
-        _check_gradients(config, state.params, prepared.arrays, log)
+        _check_gradients(config, job, state, prepared.arrays, log)
         state = parallel.put(state, parallel.replicated(mesh))
         records = read_metrics(workdir, done) if done else []
         loop = _Loop(config, job, workdir, log, received, done)
@@ -440,9 +518,10 @@ def train_and_evaluate(
     return summary
 
 
-def _check_gradients(config: Config, params, arrays: dict, log) -> None:
+def _check_gradients(config: Config, job: Job, state, arrays: dict, log) -> None:
     first = slice(0, config.batch_size)
-    line, ok = gradient_check(config, params, arrays["x_train"][first], arrays["y_train"][first])
+    x, y = arrays["x_train"][first], arrays["y_train"][first]
+    line, ok = gradient_check(config, job, state, x, y)
     log(line)
     if not ok:
         raise ValueError("the hand-derived gradient disagrees with jax.grad; see the line above.")

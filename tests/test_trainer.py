@@ -186,3 +186,49 @@ def test_config_for_dataset_takes_its_defaults_and_overrides():
 def test_a_batch_larger_than_the_data_is_refused(tmp_path):
     with pytest.raises(ValueError, match="batch_size=5000 must lie in"):
         run(tmp_path, batch_size=5000)
+
+
+LAYERED = dict(norm="batch", dropout=0.2, activation="gelu")
+
+
+def test_batch_norm_and_dropout_resume_bitwise_with_their_running_statistics(tmp_path):
+    summary, lines = run(tmp_path / "straight", **LAYERED)
+    assert lines[0].endswith(": ok") and summary["test_accuracy"] > 0.6
+    assert summary["config"] | LAYERED == summary["config"]
+    _, lines = run(tmp_path / "resumed", **LAYERED, stop_after_epoch=2)
+    run(tmp_path / "resumed", **LAYERED, resume=True)
+    assert metrics(tmp_path / "resumed") == metrics(tmp_path / "straight")
+    assert_same_checkpoint(
+        tmp_path / "resumed/checkpoint.npz", tmp_path / "straight/checkpoint.npz"
+    )
+    config = trainer.Config.for_dataset("digits", **{**SMALL, **LAYERED})
+    job, fresh = trainer.build(config, trainer.prepare(config), trainer.parallel.make_mesh())
+    state, _ = checkpoint.restore(tmp_path / "straight/checkpoint.npz", fresh)
+    running = state.net_state[1]  # dense, batch_norm, gelu, dropout, dense
+    assert set(running) == {"mean", "var"} and np.abs(running["mean"]).max() > 0.01
+    assert not np.array_equal(running["mean"], fresh.net_state[1]["mean"])  # it moved
+
+
+@pytest.mark.parametrize(
+    "activation, norm, names",
+    [
+        ("leaky_relu", "layer", ["dense", "layer_norm", "leaky_relu", "dropout", "dense"]),
+        ("general_relu", "batch", ["dense", "batch_norm", "general_relu", "dropout", "dense"]),
+        ("tanh", "none", ["dense", "tanh", "dropout", "dense"]),
+    ],
+)
+def test_each_network_passes_the_gradient_check_in_train_mode(activation, norm, names):
+    config = trainer.Config.for_dataset(
+        "digits", hidden=(16,), activation=activation, norm=norm, dropout=0.3, grad="fused"
+    )
+    prepared = trainer.prepare(config)
+    job, state = trainer.build(config, prepared, trainer.parallel.make_mesh())
+    assert len(state.params) == len(names) and set(state.params[0]) == {"w", "b"}
+    if norm != "none":
+        assert set(state.params[1]) == {"scale", "bias"}
+    x, y = prepared.arrays["x_train"][:32], prepared.arrays["y_train"][:32]
+    line, ok = trainer.gradient_check(config, job, state, x, y)
+    assert ok and line.startswith("gradcheck: fused vs autodiff"), line
+    broken = state._replace(params=[{**state.params[0], "w": state.params[0]["w"] * np.nan},
+                                    *state.params[1:]])  # fmt: skip
+    assert not trainer.gradient_check(config, job, broken, x, y)[1]  # the check can fail
