@@ -6,7 +6,7 @@ r"""Trains an MLP with a hand-derived VJP on a real dataset, driven by optax.
   python -m experiments.train_mlp --loss=mse --hidden=50   # lesson 003: mse on the label value
   python -m experiments.train_mlp --resume                 # go on from the last checkpoint
 
-Each dataset has tuned defaults (`jaxnet.trainer.DEFAULTS`), used for every flag left
+Each dataset has tuned defaults (`jaxnet.run_config.DEFAULTS`), used for every flag left
 unset. The work is `jaxnet.trainer.train_and_evaluate`; this script turns flags into its
 `Config`, prints its progress and draws the curves. Writes to --output_dir: metrics.jsonl
 (one record per epoch), summary.json, curves.png, checkpoint.npz and checkpoint.1.npz (the
@@ -25,7 +25,7 @@ from absl import app, flags
 
 import jaxnet
 from experiments import common
-from jaxnet import data, parallel, train, trainer
+from jaxnet import data, parallel, run_config, train, trainer
 
 _DATASET = flags.DEFINE_enum("dataset", "digits", data.DATASETS, "Which data to train on.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder looked in first for the data files.")
@@ -54,11 +54,11 @@ _CLIP_GRAD_NORM = flags.DEFINE_float(
     "clipping.", lower_bound=0.0,
 )  # fmt: skip
 _ACTIVATION = flags.DEFINE_enum(
-    "activation", None, list(trainer.ACTIVATIONS), "After each hidden layer. leaky_relu: "
+    "activation", None, list(run_config.ACTIVATIONS), "After each hidden layer. leaky_relu: "
     "slope 0.01; general_relu: fast.ai's leak 0.1, sub 0.4.",
 )  # fmt: skip
 _NORM = flags.DEFINE_enum(
-    "norm", None, list(trainer.NORMS), "Normalization after each hidden dense layer, before "
+    "norm", None, list(run_config.NORMS), "Normalization after each hidden dense layer, before "
     "its activation: batch_norm (over the global batch) or layer_norm.",
 )  # fmt: skip
 _DROPOUT = flags.DEFINE_float(
@@ -94,7 +94,7 @@ _TIMEOUT = flags.DEFINE_integer(
     "distributed_timeout", 60, "Seconds to wait for the coordinator.", lower_bound=1
 )
 
-# Flags whose default comes from the dataset (trainer.DEFAULTS) unless given.
+# Flags whose default comes from the dataset (run_config.DEFAULTS) unless given.
 _FLAGS = {"hidden": _HIDDEN, "loss": _LOSS, "init": _INIT, "optimizer": _OPTIMIZER,
           "learning_rate": _LEARNING_RATE, "schedule": _SCHEDULE, "weight_decay": _WEIGHT_DECAY,
           "batch_size": _BATCH_SIZE, "epochs": _EPOCHS, "augment": _AUGMENT,
