@@ -17,6 +17,7 @@ import json
 import os
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,12 +147,17 @@ def _fit(path, leaves: list[np.ndarray], meta: dict, template: train.TrainState)
 
 
 def restore_newest(
-    path: str | os.PathLike, template: train.TrainState, keep: int = 2
+    path: str | os.PathLike,
+    template: train.TrainState,
+    keep: int = 2,
+    check: Callable[[dict, Path], None] | None = None,
 ) -> tuple[train.TrainState, dict, Path, list[str]]:
     """(state, meta, the file read, why each newer one was skipped): the newest readable one.
 
     Tries path, then `<stem>.1.npz` and so on (see `save`), skipping absent and unreadable
-    files.
+    files. check(meta, file), if given, runs on the first readable one before its arrays
+    are fitted to the template (say, to name the settings that differ); what it raises
+    passes through.
 
     Raises:
       CheckpointError: none of them is readable, with the reason for each; or the first
@@ -166,6 +172,8 @@ def restore_newest(
         except CheckpointError as e:
             skipped.append(str(e))
             continue
+        if check is not None:
+            check(meta, candidate)
         return *_fit(candidate, leaves, meta, template), candidate, skipped
     found = " ".join(skipped) if skipped else "no checkpoint files."
     raise CheckpointError(f"no readable checkpoint at {path} or the {keep - 1} before it: {found}")

@@ -276,14 +276,17 @@ def _restore(config: Config, workdir: Path, template, log) -> tuple[Any, int, fl
     if not config.resume:
         raise ValueError(f"{workdir} holds a checkpoint from an earlier run; pass --resume to "
                          "continue it, or choose another --output_dir.")  # fmt: skip
+
+    def same_config(meta: dict, used: Path) -> None:
+        _check_same_config(config, meta["config"], used)
+
     try:
-        state, meta, used, skipped = checkpoint.restore_newest(path, template, KEEP)
+        state, meta, used, skipped = checkpoint.restore_newest(path, template, KEEP, same_config)
     except checkpoint.CheckpointError as e:
         raise checkpoint.CheckpointError(f"{e} Remove them to start afresh, or choose another "
                                          "--output_dir.") from None  # fmt: skip
     for why in skipped:
         log(f"{why} Resuming from the older {used.name}.")
-    _check_same_config(config, meta["config"], used)
     for stale in workdir.glob(f".{CHECKPOINT}.*.tmp"):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
     log(f"resumed from {used} after epoch {meta['epoch']}")
@@ -328,17 +331,18 @@ def train_and_evaluate(
       Interrupted: SIGINT or SIGTERM; the last finished epoch was checkpointed.
     """
     start, workdir = time.perf_counter(), Path(workdir)
+    parallel.assert_same_on_all_processes(json.dumps(config.recorded(), sort_keys=True))
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    prepared = prepare(config)
+    job, fresh = build(config, prepared, mesh)
+    restored, done, wall_before = _restore(config, workdir, fresh, log)
+    state = fresh if restored is None else restored
+    _check_gradients(config, job, state, prepared.arrays, log)
+    state = parallel.put(state, parallel.replicated(mesh))
+    records = read_metrics(workdir, done) if done else []
+    # From here a signal waits for the epoch under way (before, there is nothing to save).
     with signals.deferred_stop_signals() as received:
-        parallel.assert_same_on_all_processes(json.dumps(config.recorded(), sort_keys=True))
-        mesh = parallel.make_mesh()
-        parallel.check_batch_size(config.batch_size, mesh)
-        prepared = prepare(config)
-        job, fresh = build(config, prepared, mesh)
-        restored, done, wall_before = _restore(config, workdir, fresh, log)
-        state = fresh if restored is None else restored
-        _check_gradients(config, job, state, prepared.arrays, log)
-        state = parallel.put(state, parallel.replicated(mesh))
-        records = read_metrics(workdir, done) if done else []
         loop = _Loop(config, job, workdir, log, received, done)
         records = loop.run(state, records, lambda: wall_before + time.perf_counter() - start)
     if records is None:

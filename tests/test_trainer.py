@@ -80,6 +80,8 @@ def test_resume_after_a_stop_is_bitwise_the_straight_run(tmp_path, straight):
         run(tmp_path)
     with pytest.raises(ValueError, match=r"\{'batch_size': 100\}, not \{'batch_size': 50\}"):
         run(tmp_path, batch_size=50, resume=True)
+    with pytest.raises(ValueError, match=r"\{'hidden': \[32\]\}, not \{'hidden': \[16\]\}"):
+        run(tmp_path, hidden=(16,), resume=True)  # named, before the arrays fail to fit
     _, lines = run(tmp_path, resume=True)
     assert lines[0] == f"resumed from {tmp_path / 'checkpoint.npz'} after epoch 2"
     assert metrics(tmp_path) == metrics(straight)
