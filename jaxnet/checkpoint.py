@@ -3,9 +3,9 @@
 `save` writes a temporary file beside the target, then renames it, so a stopped run leaves
 the previous checkpoint or the new one, never half of one. With `keep=2` the checkpoint it
 replaces moves to `<stem>.1.npz` first (as orbax's `max_to_keep`), and `restore_newest`
-falls back to it when the newest cannot be read. `save` refuses non-finite params and
-optimizer state, so a diverged run never replaces a good checkpoint. `restore` puts the
-arrays back into a template state of the same structure.
+falls back to it when the newest cannot be read. `save` refuses non-finite params,
+optimizer state and network state, so a diverged run never replaces a good checkpoint.
+`restore` puts the arrays back into a template state of the same structure.
 
 Test hook: the environment variable JAXNET_CHECKPOINT_WRITE_DELAY (seconds) makes `save`
 pause halfway through writing its temporary file, so that a test can kill a process
@@ -45,7 +45,9 @@ def rotated_paths(path: str | os.PathLike, keep: int) -> list[Path]:
 
 
 def _nonfinite_leaves(state: train.TrainState) -> list[str]:
-    named = jax.tree_util.tree_leaves_with_path((state.params, state.opt_state))
+    named = jax.tree_util.tree_leaves_with_path(
+        {"params": state.params, "opt_state": state.opt_state, "net_state": state.net_state}
+    )
     return [
         jax.tree_util.keystr(key)
         for key, leaf in named
@@ -69,10 +71,11 @@ def save(
       meta: a JSON-serialisable record saved beside it (config, epoch, ...).
       keep: how many checkpoints to keep: the one that path held moves to `<stem>.1.npz`,
         that one to `<stem>.2.npz`, and so on up to keep - 1.
-      allow_nonfinite: save params or optimizer state holding NaN or inf all the same.
+      allow_nonfinite: save params or optimizer or network state holding NaN or inf all
+        the same.
 
     Raises:
-      CheckpointError: non-finite params or optimizer state, unless allow_nonfinite.
+      CheckpointError: non-finite params, optimizer or network state, unless allow_nonfinite.
     """
     state = jax.device_get(state)
     bad = [] if allow_nonfinite else _nonfinite_leaves(state)
