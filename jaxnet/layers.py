@@ -349,19 +349,18 @@ def batch_norm(*, momentum: float = 0.1, eps: float = 1e-5) -> Layer:
     def backward(params, residual, g):
         xhat = residual["xhat"]
         axes = tuple(range(g.ndim - 1))
-        dparams = {"scale": jnp.sum(g * xhat, axis=axes), "bias": jnp.sum(g, axis=axes)}
-        h = g * params["scale"]  # the cotangent of xhat
+        dscale, dbias = jnp.sum(g * xhat, axis=axes), jnp.sum(g, axis=axes)
         if "running_rstd" in residual:
             # Eval mode: xhat = (x - running_mean) r is affine in x, so dx = s r g.
-            return dparams, h * residual["running_rstd"]
+            dx = g * (params["scale"] * residual["running_rstd"])
+            return {"scale": dscale, "bias": dbias}, dx
         # Train mode: mu and var depend on every row. makemore part 4's one-line backward,
-        #   dx = s r / n (n g - sum(g) - xhat sum(g xhat))  (sums over the batch, per feature),
+        #   dx = s r / n (n g - sum(g) - xhat sum(g xhat))   (sums over the batch, per feature)
         # with the biased variance; the lecture's Bessel-corrected forward puts n / (n - 1)
-        # before the last sum, here it is 1. In terms of h = g s:
-        #   dx = r (h - mean(h) - xhat mean(h xhat)).
-        rstd = residual["rstd"]
-        dx = rstd * (h - jnp.mean(h, axis=axes) - xhat * jnp.mean(h * xhat, axis=axes))
-        return dparams, dx
+        # before the last sum, here it is 1. The two sums are dbias and dscale, already made.
+        n = int(np.prod(g.shape[:-1]))
+        dx = (params["scale"] * residual["rstd"]) * (g - dbias / n - xhat * (dscale / n))
+        return {"scale": dscale, "bias": dbias}, dx
 
     return Layer(init, forward, backward, "batch_norm")
 

@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chex
 import jax
 import numpy as np
 import pytest
 
+import jaxnet
 from jaxnet import initializers, matmul, stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +120,9 @@ def test_dynamic_net_small(tmp_path, grad):
 
 
 def test_benchmark_writes_table_and_json(tmp_path):
+    # An earlier run's section, which a run of other sections must keep.
+    devices = [{"devices": 1, "test_loss": 0.5, "wall_seconds": 2.0, "samples_per_second": 9.0}]
+    (tmp_path / "benchmark.json").write_text(json.dumps({"devices": devices, "machine": {}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "experiments.benchmark", "--sections=lesson", "--repeats=3",
            f"--output_dir={tmp_path}"]  # fmt: skip
@@ -126,6 +131,59 @@ def test_benchmark_writes_table_and_json(tmp_path):
     results = json.loads((tmp_path / "benchmark.json").read_text())
     assert {"jaxnet_scan", "numpy_float64", "numpy_float32"} <= set(results["lesson"]["ms"])
     assert "| jaxnet_scan |" in done.stdout
+    assert results["devices"] == devices and "| 1 | 0.500000 |" not in done.stdout
+    assert results["runs"]["lesson"]["command"].endswith(f"--output_dir={tmp_path}")
+    assert results["runs"]["devices"]["command"] == "an earlier run"
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert "| jaxnet_scan |" in markdown and "| 1 | 0.500000 |" in markdown
     bad = subprocess.run([*cmd[:3], "--sections=speed"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert bad.returncode != 0 and "unknown sections" in bad.stderr
+
+
+def test_layers_section_compares_with_the_plain_network():
+    from experiments import layer_bench  # defines no flags, unlike the scripts
+
+    results = layer_bench.section(3, batch=4, hidden=(8,), architectures=("bn_tanh",))
+    results = json.loads(json.dumps(results))  # as benchmark.json holds it
+    (net,) = results["networks"]
+    rows = {r["mode"]: r for r in net["rows"]}
+    assert list(rows) == list(layer_bench.MODES) and net["sizes"] == [784, 8, 10]
+    assert rows["plain"]["vs_plain"]["median"] == 1.0
+    assert all(r["dots"] == 5 and r["same_dots_as_plain"] for r in rows.values())
+    assert rows["fused"]["residual_bytes"] < rows["plain"]["residual_bytes"]
+    for kind in ("elementwise", "large passes"):
+        assert rows["fused"]["kernels"][kind] < rows["plain"]["kernels"][kind], kind
+    assert rows["floor"]["kernels"]["large passes"] == 0
+    header, table = layer_bench.table(results)
+    assert len(table) == 5 and all(len(row) == len(header) for row in table)
+    lines = layer_bench.target_lines(results)
+    assert any(line.startswith("- fused/plain residual bytes, bn_tanh: ") for line in lines)
+    assert layer_bench.work_lines(results)[0].startswith("- bn_tanh, fused vs plain: passes over")
+
+
+def test_layers_section_refuses_a_plain_network_that_computes_something_else():
+    from experiments import layer_bench
+
+    net, plain_loss, args = layer_bench.problem("relu_mlp", (8,), 4)
+    progs = layer_bench.programs(net, plain_loss, args)
+    layer_bench.check_same_step(progs)
+    wrong = layer_bench.programs(net, lambda p, s, x, y: plain_loss(p, s, 2 * x, y), args)
+    with pytest.raises(AssertionError, match="fused and plain differ"):
+        layer_bench.check_same_step(wrong)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_the_plain_mlp_is_the_network_jaxnet_computes(loss):
+    from experiments import plain  # the step and memory sections' baseline
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    params = jaxnet.init_mlp(keys[0], [6, 5, 3])
+    x = jax.random.normal(keys[1], (4, 6))
+    y = (jax.random.randint(keys[2], (4,), 0, 3) if loss == "cross_entropy"
+         else jax.random.normal(keys[2], (4, 3)))  # fmt: skip
+    got = jax.value_and_grad(plain.mlp_loss)(params, x, y, loss=loss)
+    want = jax.value_and_grad(jaxnet.mlp_loss)(params, x, y, loss=loss)
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+    if loss == "mse":  # the comparison tells a different loss apart
+        assert not np.allclose(got[0], jaxnet.mlp_loss(params, x, y, loss="sum_squares"))
