@@ -1,6 +1,7 @@
 """Training loops driven by optax, each one jitted `lax.scan`."""
 
 import difflib
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -69,14 +70,26 @@ def make_schedule(name: str, learning_rate: float, steps: int) -> optax.Schedule
 
 
 def make_training_optimizer(
-    name: str, learning_rate: float, schedule: str, steps: int, weight_decay: float = 0.0
+    name: str,
+    learning_rate: float,
+    schedule: str,
+    steps: int,
+    weight_decay: float = 0.0,
+    clip_grad_norm: float = 0.0,
 ) -> optax.GradientTransformation:
-    """The optax optimizer `name` on a schedule, with weight decay.
+    """The optax optimizer `name` on a schedule, with weight decay and gradient clipping.
 
     Weight decay is passed to optimizers that take it (adamw, lion, lamb: decoupled decay);
-    for the others it is L2, `weight_decay * params` added to the gradient.
+    for the others it is L2, `weight_decay * params` added to the gradient. clip_grad_norm
+    > 0 first scales the gradient down to that global norm (`optax.clip_by_global_norm`).
     """
-    lr = make_schedule(name=schedule, learning_rate=learning_rate, steps=steps)
+    optimizer = _decayed(name, make_schedule(schedule, learning_rate, steps), weight_decay)
+    if clip_grad_norm:
+        return optax.chain(optax.clip_by_global_norm(clip_grad_norm), optimizer)
+    return optimizer
+
+
+def _decayed(name: str, lr: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
     if not weight_decay:
         return make_optimizer(name, lr)
     try:
@@ -127,14 +140,17 @@ class TrainState(NamedTuple):
 
     params: Params
     opt_state: optax.OptState
-    step: Array  # updates taken so far, int32 []
+    step: Array  # updates applied so far, int32 []
     key: Array  # raw data (uint32) of the PRNG key for the next epoch's shuffle
+    net_state: PyTree = ()  # the network's state (batch_norm's running statistics)
 
 
-def init_state(params: Params, optimizer: optax.GradientTransformation, key) -> TrainState:
+def init_state(
+    params: Params, optimizer: optax.GradientTransformation, key, net_state: PyTree = ()
+) -> TrainState:
     """The state before the first step; key (a typed PRNG key) drives every shuffle."""
     step = jnp.zeros((), jnp.int32)
-    return TrainState(params, optimizer.init(params), step, jax.random.key_data(key))
+    return TrainState(params, optimizer.init(params), step, jax.random.key_data(key), net_state)
 
 
 def batches_per_epoch(n: int, batch_size: int) -> int:
@@ -156,20 +172,32 @@ def epoch_indices(key, n: int, batch_size: int) -> Array:
 
 
 def make_train_epoch(
-    loss: Callable[[Params, Array, Array], Array],
+    loss: Callable,
     optimizer: optax.GradientTransformation,
     batch_size: int,
     mesh=None,
     augment: Callable[[Array, Array], Array] | None = None,
+    *,
+    stateful: bool = False,
 ) -> Callable[[TrainState, Array, Array], tuple[TrainState, Array]]:
     """One jitted epoch: shuffle, then a `lax.scan` of optimizer steps over the batches.
 
+    The scan carries a flag: from the first step whose loss or gradient norm is not finite,
+    no step updates the params or the optimizer state, so the state returned is the last
+    finite one and `state.step` counts only the updates applied. `first_nonfinite` reads
+    the flag back once per epoch, with no host round-trip per step.
+
     Args:
-      loss: (params, x_batch, y_batch) -> scalar mean loss, e.g. a partial of mlp_loss.
+      loss: (params, x_batch, y_batch) -> scalar mean loss, e.g. a partial of mlp_loss; or,
+        with stateful=True, (params, net_state, x_batch, y_batch, key) -> (loss, new
+        net_state), e.g. a partial of `network_loss`, with a fresh key each step (dropout).
       optimizer: an optax gradient transformation.
       batch_size: the global batch size.
       mesh: a `jaxnet.parallel` mesh; each batch is sharded along its "data" axis, and
-        state and data are replicated. Default: all devices.
+        state and data are replicated (so batch statistics are those of the global batch).
+        Default: all devices.
+      augment: (key, x_batch) -> x_batch, applied to each batch inside the scan.
+      stateful: whether loss takes and returns the network's state, `state.net_state`.
 
     Returns:
       epoch(state, x, y) -> (state, per-batch losses). x and y stay on the device; the
@@ -177,8 +205,15 @@ def make_train_epoch(
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_batch_size(batch_size, mesh)
-    loss_and_grad = jax.value_and_grad(loss)
+    loss_and_grad = jax.value_and_grad(loss, has_aux=stateful)
     batch = parallel.sharded_batch(mesh)
+
+    def value_and_grad(params, net_state, xb, yb, key):
+        if not stateful:
+            value, grads = loss_and_grad(params, xb, yb)
+            return value, net_state, grads
+        (value, net_state), grads = loss_and_grad(params, net_state, xb, yb, key)
+        return value, net_state, grads
 
     def epoch(state: TrainState, x: Array, y: Array):
         key, shuffle_key, augment_key = jax.random.split(jax.random.wrap_key_data(state.key), 3)
@@ -186,23 +221,46 @@ def make_train_epoch(
         keys = jax.random.split(augment_key, indices.shape[0])
 
         def step(carry, idx_and_key):
-            params, opt_state = carry
+            params, opt_state, net_state, count, ok = carry
             idx, step_key = idx_and_key
+            # A stateless loss takes no key: its augmentation keeps the step's whole key.
+            step_key, loss_key = jax.random.split(step_key) if stateful else (step_key, None)
             idx = jax.lax.with_sharding_constraint(idx, batch)
             xb, yb = (jax.lax.with_sharding_constraint(a[idx], batch) for a in (x, y))
             if augment is not None:
                 xb = augment(step_key, xb)
-            value, grads = loss_and_grad(params, xb, yb)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), value
+            value, new_net_state, grads = value_and_grad(params, net_state, xb, yb, loss_key)
+            ok = ok & jnp.isfinite(value) & jnp.isfinite(optax.tree.norm(grads))
+            # A cond, not a select per leaf: no extra pass over params and optimizer state.
+            params, opt_state, net_state = jax.lax.cond(
+                ok, functools.partial(_update, optimizer, grads, new_net_state), lambda s: s,
+                (params, opt_state, net_state),
+            )  # fmt: skip
+            return (params, opt_state, net_state, count + ok, ok), value
 
-        carry = (state.params, state.opt_state)
-        (params, opt_state), losses = jax.lax.scan(step, carry, (indices, keys))
-        step_count = state.step + indices.shape[0]
-        return TrainState(params, opt_state, step_count, jax.random.key_data(key)), losses
+        carry = (state.params, state.opt_state, state.net_state, state.step, jnp.array(True))
+        (params, opt_state, net_state, count, _), losses = jax.lax.scan(
+            step, carry, (indices, keys)
+        )
+        return TrainState(params, opt_state, count, jax.random.key_data(key), net_state), losses
 
     everywhere = parallel.replicated(mesh)
     return _placing(jax.jit(epoch, in_shardings=everywhere, out_shardings=everywhere), everywhere)
+
+
+def _update(optimizer, grads, new_net_state, state):
+    params, opt_state, _ = state
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, new_net_state
+
+
+def first_nonfinite(before: TrainState, after: TrainState, losses: Array) -> int | None:
+    """The index in the epoch of the step whose loss or gradient was not finite, or None.
+
+    `before` and `after` are the states around one call of `make_train_epoch`'s epoch.
+    """
+    applied = int(after.step) - int(before.step)
+    return None if applied == len(losses) else applied
 
 
 def _placing(jitted, shardings):

@@ -77,6 +77,16 @@ def test_eight_devices_train_like_one(tmp_path, one_device):
     np.testing.assert_allclose(eight["test_loss"], one_device["test_loss"], rtol=1e-3)
 
 
+def test_batch_norm_statistics_are_those_of_the_global_batch(tmp_path):
+    # Per-device statistics (8 rows each on 8 devices) would train another network.
+    runs = {d: _run(tmp_path / str(d), d, *FLAGS, "--norm=batch") for d in (1, 8)}
+    for done in runs.values():
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, eight = (_summary(tmp_path / str(d)) for d in (1, 8))
+    assert one["config"]["norm"] == "batch" and eight["devices"] == 8
+    np.testing.assert_allclose(eight["test_loss"], one["test_loss"], rtol=1e-3)
+
+
 def test_two_processes_of_two_devices_train_like_one(tmp_path, one_device):
     results = _two_processes(tmp_path, [[], []])
     for code, _, err in results:

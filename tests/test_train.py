@@ -150,3 +150,26 @@ def test_random_flip_mirrors_about_half():
     mirrored = (flipped.reshape(400, 28, 28) == x.reshape(400, 28, 28)[:, :, ::-1]).all((1, 2))
     unchanged = (flipped == x).all(1)
     assert (mirrored ^ unchanged).all() and 150 < int(mirrored.sum()) < 250
+
+
+def test_a_diverging_epoch_stops_updating_at_the_first_nonfinite_step():
+    sgd = train.make_training_optimizer("sgd", 1e6, "constant", 40)
+    epoch, before, x, y = _epoch_problem(n=64, batch_size=8, optimizer=sgd)
+    after, losses = epoch(before, x, y)
+    bad = train.first_nonfinite(before, after, losses)
+    assert bad is not None and 0 < bad < len(losses)
+    assert np.isfinite(losses[:bad]).all() and int(after.step) == bad
+    leaves = jax.tree_util.tree_leaves((after.params, after.opt_state))
+    assert all(np.isfinite(leaf).all() for leaf in leaves)  # the last finite state, kept
+    gentle = train.make_training_optimizer("sgd", 1e-3, "constant", 40)
+    fine, fine_losses = _epoch_problem(n=64, batch_size=8, optimizer=gentle)[0](before, x, y)
+    assert train.first_nonfinite(before, fine, fine_losses) is None  # the check can say "fine"
+
+
+def test_clip_grad_norm_bounds_the_update():
+    params = {"w": jnp.zeros(4)}
+    grads = {"w": jnp.full(4, 100.0)}  # global norm 200
+    for clip, want in ((0.0, 200.0), (1.0, 1.0)):
+        opt = train.make_training_optimizer("sgd", 1.0, "constant", 10, clip_grad_norm=clip)
+        updates, _ = opt.update(grads, opt.init(params), params)
+        assert float(optax.tree.norm(updates)) == pytest.approx(want, rel=1e-6)

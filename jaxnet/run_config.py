@@ -1,0 +1,139 @@
+"""A training run's settings: a frozen, validated `Config`, and each dataset's defaults.
+
+Each field is the command-line flag of the same name in `experiments/train_mlp.py`, so an
+error names the flag to change.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from jaxnet import checks, data, initializers, layers, train
+
+# The best settings we know for each dataset; `Config.for_dataset` starts from these.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": dict(hidden=(256,), loss="cross_entropy", init="kaiming_normal", optimizer="adam",
+                   learning_rate=3e-3, schedule="cosine", weight_decay=0.0, batch_size=64,
+                   epochs=30, augment="none", label_smoothing=0.0, activation="relu",
+                   norm="none", dropout=0.0),
+    "mnist": dict(hidden=(1024, 1024), loss="cross_entropy", init="kaiming_normal",
+                  optimizer="adamw", learning_rate=1e-3, schedule="cosine", weight_decay=1e-4,
+                  batch_size=256, epochs=12, augment="none", label_smoothing=0.0,
+                  activation="relu", norm="none", dropout=0.0),
+    "fashion_mnist": dict(hidden=(512, 512), loss="cross_entropy", init="kaiming_normal",
+                          optimizer="adamw", learning_rate=1e-3, schedule="cosine",
+                          weight_decay=0.05, batch_size=128, epochs=24, augment="flip",
+                          label_smoothing=0.1, activation="relu", norm="none", dropout=0.0),
+    "synthetic": dict(hidden=(100,), loss="mse", init="torch_default", optimizer="adam",
+                      learning_rate=1e-3, schedule="constant", weight_decay=0.0, batch_size=64,
+                      epochs=500, augment="none", label_smoothing=0.0, activation="relu",
+                      norm="none", dropout=0.0),
+}  # fmt: skip
+
+# --activation: each a jaxnet.layers constructor; general_relu with fast.ai's leak and sub.
+ACTIVATIONS: dict[str, Callable[[], layers.Layer]] = {
+    "relu": layers.relu,
+    "leaky_relu": functools.partial(layers.leaky_relu, 0.01),
+    "general_relu": functools.partial(layers.general_relu, leak=0.1, sub=0.4),
+    "tanh": layers.tanh,
+    "gelu": layers.gelu,
+}
+NORMS: dict[str, Callable[[], layers.Layer] | None] = {
+    "none": None, "batch": layers.batch_norm, "layer": layers.layer_norm,
+}  # fmt: skip
+
+# Fields that say how a run is carried out, not what it computes: a resumed run may change
+# them, and checkpoints and summaries do not record them.
+_RUN_FIELDS = ("data_dir", "download", "checkpoint_every", "resume", "stop_after_epoch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One training run; each field is the command-line flag of the same name.
+
+    Built with `Config.for_dataset(name, **overrides)` (the dataset's `DEFAULTS`, then the
+    overrides); every field is checked on construction.
+    """
+
+    dataset: str = "digits"
+    hidden: tuple[int, ...] = (256,)
+    loss: str = "cross_entropy"
+    init: str = "kaiming_normal"
+    optimizer: str = "adam"
+    learning_rate: float = 3e-3
+    schedule: str = "cosine"
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: int = 30
+    augment: str = "none"
+    label_smoothing: float = 0.0
+    clip_grad_norm: float = 0.0  # 0: no clipping
+    activation: str = "relu"
+    norm: str = "none"  # after each hidden dense layer, before its activation
+    dropout: float = 0.0  # after each hidden activation
+    grad: str = "fused"
+    seed: int = 0
+    validation_fraction: float = 0.0
+    data_dir: str | None = None
+    download: bool = True
+    checkpoint_every: int = 1  # 0: only at the end
+    resume: bool = False
+    stop_after_epoch: int = 0  # 0: never
+
+    @classmethod
+    def for_dataset(cls, dataset: str, **overrides) -> "Config":
+        """The dataset's DEFAULTS, then overrides; a non-cross_entropy loss gets no smoothing."""
+        if dataset not in DEFAULTS:
+            raise ValueError(f"--dataset={dataset!r} is not one of {list(DEFAULTS)}.")
+        settings = {**DEFAULTS[dataset], **overrides}
+        if settings["loss"] != "cross_entropy" and "label_smoothing" not in overrides:
+            settings["label_smoothing"] = 0.0  # the dataset's default is for cross_entropy
+        return cls(dataset=dataset, **settings)
+
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
+        except (TypeError, ValueError):
+            raise ValueError(f"--hidden={self.hidden!r} must list positive widths.") from None
+        for problem in _problems(self):
+            raise ValueError(problem)
+        checks.label_smoothing(self.label_smoothing, self.loss)
+
+    def recorded(self) -> dict[str, Any]:
+        """What the run computes (no run-control fields), as JSON-ready values."""
+        fields = dataclasses.asdict(self)
+        return {k: list(v) if k == "hidden" else v for k, v in fields.items()
+                if k not in _RUN_FIELDS}  # fmt: skip
+
+
+def _choice(config: Config, name: str, choices) -> str | None:
+    value = getattr(config, name)
+    return None if value in choices else f"--{name}={value!r} is not one of {sorted(choices)}."
+
+
+def _at_least(config: Config, name: str, low, high=float("inf")) -> str | None:
+    value = getattr(config, name)
+    return None if low <= value <= high else f"--{name}={value} must lie in [{low}, {high}]."
+
+
+def _problems(config: Config) -> Iterator[str]:
+    """Every field that is out of range, as one line each."""
+    yield from filter(None, [
+        _choice(config, "dataset", data.DATASETS),
+        _choice(config, "loss", ("cross_entropy", "mse")),
+        _choice(config, "init", initializers.INITIALIZERS),
+        _choice(config, "schedule", train.SCHEDULES),
+        _choice(config, "augment", ("none", "flip")),
+        _choice(config, "grad", checks.GRADS),
+        _choice(config, "activation", ACTIVATIONS), _choice(config, "norm", NORMS),
+        _at_least(config, "learning_rate", 0.0), _at_least(config, "weight_decay", 0.0),
+        _at_least(config, "clip_grad_norm", 0.0), _at_least(config, "batch_size", 1),
+        _at_least(config, "epochs", 1), _at_least(config, "validation_fraction", 0.0, 0.5),
+        _at_least(config, "checkpoint_every", 0), _at_least(config, "stop_after_epoch", 0),
+    ])  # fmt: skip
+    if not 0 <= config.dropout < 1:
+        yield f"--dropout={config.dropout} must lie in [0, 1)."
+    if not config.hidden or min(config.hidden) < 1:
+        yield f"--hidden={list(config.hidden)} must list positive widths, e.g. 256,128."
+    train.make_optimizer(config.optimizer, 1e-3)  # raises, naming the nearest optimizers

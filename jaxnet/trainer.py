@@ -1,0 +1,406 @@
+"""The main training job as a function: `train_and_evaluate(config, workdir) -> summary`.
+
+The flax examples' shape: a frozen, validated `Config` (`jaxnet.run_config`) in, a summary
+out, every file in `workdir`: metrics.jsonl (one record per epoch), summary.json, and
+checkpoint.npz (the newest) with checkpoint.1.npz (the one before). Progress lines go to
+`log`; nothing is printed. A non-finite training loss stops the run (`Diverged`), and
+SIGINT or SIGTERM stops it after the epoch under way, with a checkpoint (`Interrupted`).
+"""
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+import jaxnet
+from jaxnet import checkpoint, data, gradcheck, io, layers, parallel, run_config, signals, train
+
+CHECKPOINT = "checkpoint.npz"
+KEEP = 2  # checkpoints kept: the newest and the one before
+Config = run_config.Config  # the run's settings, defined with their defaults in run_config
+
+
+class Diverged(RuntimeError):
+    """The training loss (or gradient norm) became non-finite; `.state` is the last finite."""
+
+    def __init__(self, message: str, state: train.TrainState):
+        super().__init__(message)
+        self.state = state
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after an epoch, which was checkpointed."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+# ------------------------------------------------------------------------------ data
+
+
+class Prepared(NamedTuple):
+    """Normalised numpy arrays (x_train, y_train, x_valid, ...) and the layer sizes."""
+
+    arrays: dict[str, np.ndarray]
+    sizes: list[int]
+
+
+def prepare(config: Config) -> Prepared:
+    """Loads and normalises the data: train (and validation) and test, labels as the loss needs."""
+    ds = data.load(config.dataset, config.data_dir, download_ok=config.download)
+    if ds.num_classes == 0 and config.loss != "mse":
+        raise ValueError(f"dataset {ds.name!r} has float targets; use --loss=mse.")
+    if config.augment == "flip" and ds.x_train.shape[1] != 784:
+        raise ValueError(f"--augment=flip mirrors 28x28 images; {ds.name!r} has "
+                         f"{ds.x_train.shape[1]} features. Use --augment=none.")  # fmt: skip
+    (x, y), (x_valid, y_valid) = data.validation_split(
+        ds.x_train, ds.y_train, config.validation_fraction, seed=config.seed
+    )
+    normalize = data.fit_normalizer(x)
+    label_dtype = np.float32 if config.loss == "mse" else np.int32
+    splits = {"train": (x, y), "valid": (x_valid, y_valid), "test": (ds.x_test, ds.y_test)}
+    arrays = {}
+    for name, (xs, ys) in splits.items():
+        arrays[f"x_{name}"], arrays[f"y_{name}"] = normalize(xs), ys.astype(label_dtype)
+    outputs = 1 if config.loss == "mse" and ds.num_classes else (ds.num_classes or y.shape[1])
+    return Prepared(arrays, [x.shape[1], *config.hidden, outputs])
+
+
+# --------------------------------------------------------------------------- the job
+
+
+class Job(NamedTuple):
+    """The network, its jitted epoch and evaluation, and the data placed on the mesh."""
+
+    net: layers.Layer
+    objective: Callable  # (params, net_state, x, y, key, grad) -> (loss, new net_state)
+    epoch: Callable
+    evaluate: Callable
+    train_xy: tuple
+    eval_sets: dict[str, tuple]
+    mesh: Any
+    n_train: int
+
+
+def is_plain_mlp(config: Config) -> bool:
+    """ReLU, no normalization, no dropout: the MLP of `init_mlp`, trained by `mlp_loss`."""
+    return (config.activation, config.norm, config.dropout) == ("relu", "none", 0.0)
+
+
+def network(config: Config, sizes: list[int]) -> layers.Layer:
+    """The network: each hidden layer dense, then norm, activation and dropout if asked."""
+    if is_plain_mlp(config):
+        return jaxnet.mlp_network(sizes, init=config.init)
+    norm, hidden = run_config.NORMS[config.norm], []
+    for width in sizes[1:-1]:
+        hidden += [layers.dense(width, init=config.init), *([norm()] if norm else []),
+                   run_config.ACTIVATIONS[config.activation](),
+                   *([layers.dropout(config.dropout)] if config.dropout else [])]  # fmt: skip
+    return layers.serial(*hidden, layers.dense(sizes[-1], init=config.init))
+
+
+def _objective(config: Config, net: layers.Layer) -> Callable:
+    """(params, net_state, x, y, key, grad) -> (loss, new net_state), in train mode."""
+    smoothing = config.label_smoothing
+    if is_plain_mlp(config):  # mlp_loss: the path and numbers of the runs before layers
+
+        def plain(params, net_state, x, y, key, grad):
+            del key
+            value = jaxnet.mlp_loss(params, x, y, loss=config.loss, grad=grad,
+                                    label_smoothing=smoothing)  # fmt: skip
+            return value, net_state
+
+        return plain
+
+    def objective(params, net_state, x, y, key, grad):
+        return jaxnet.network_loss(net, params, net_state, x, y, loss=config.loss, grad=grad,
+                                   key=key, label_smoothing=smoothing)  # fmt: skip
+
+    return objective
+
+
+def _epoch(config: Config, objective: Callable, optimizer, mesh):
+    augment = data.random_flip if config.augment == "flip" else None
+    if is_plain_mlp(config):
+        loss = lambda p, x, y: objective(p, (), x, y, None, config.grad)[0]  # noqa: E731
+        return train.make_train_epoch(loss, optimizer, config.batch_size, mesh, augment)
+    loss = lambda p, s, x, y, key: objective(p, s, x, y, key, config.grad)  # noqa: E731
+    return train.make_train_epoch(loss, optimizer, config.batch_size, mesh, augment,
+                                  stateful=True)  # fmt: skip
+
+
+def _optimizer(config: Config, n_train: int):
+    steps = train.batches_per_epoch(n_train, config.batch_size) * config.epochs
+    return train.make_training_optimizer(
+        config.optimizer, config.learning_rate, config.schedule, steps, config.weight_decay,
+        config.clip_grad_norm,
+    )  # fmt: skip
+
+
+def _init(config: Config, net: layers.Layer, sizes: list[int], key):
+    """(params, net_state): init_mlp's list for the plain MLP, else the network's init."""
+    if is_plain_mlp(config):
+        return jaxnet.init_mlp(key, sizes, init=config.init), ()
+    _, params, net_state = layers.init(net, key, (1, sizes[0]))
+    return params, net_state
+
+
+def build(config: Config, prepared: Prepared, mesh) -> tuple[Job, train.TrainState]:
+    """The job and its fresh state (on the host), from the config's seed."""
+    a = prepared.arrays
+    optimizer = _optimizer(config, len(a["x_train"]))
+    net = network(config, prepared.sizes)
+    objective = _objective(config, net)
+    eval_sets = {
+        name: parallel.put(train.pad_rows(a[f"x_{name}"], a[f"y_{name}"], mesh.size),
+                           parallel.sharded_batch(mesh))
+        for name in ("test", "valid") if len(a[f"x_{name}"])
+    }  # fmt: skip
+    train_xy = parallel.put((a["x_train"], a["y_train"]), parallel.replicated(mesh))
+    job = Job(net, objective, _epoch(config, objective, optimizer, mesh),
+              train.make_evaluate(net, config.loss, mesh), train_xy, eval_sets, mesh,
+              len(a["x_train"]))  # fmt: skip
+    init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
+    params, net_state = _init(config, net, prepared.sizes, init_key)
+    return job, jax.device_get(train.init_state(params, optimizer, shuffle_key, net_state))
+
+
+def gradient_check(config: Config, job: Job, state: train.TrainState, x, y) -> tuple[str, bool]:
+    """(one line, ok): the hand VJP against jax.grad of plain jax.numpy on one batch, in
+    train mode (batch statistics; one dropout mask for both)."""
+    hand = "fused" if config.grad == "autodiff" else config.grad
+    key = jax.random.key(0)
+
+    @jax.jit  # one compile for both; eagerly, each of ~100 small ops compiles on its own
+    def both(params, net_state, x, y):
+        def loss(p, g):
+            return job.objective(p, net_state, x, y, key, g)[0]
+
+        return {g: jax.grad(loss)(params, g) for g in (hand, "autodiff")}
+
+    grads = both(state.params, state.net_state, x, y)
+    result = gradcheck.compare(grads[hand], grads["autodiff"], rtol=1e-4, atol=1e-6)
+    worst_abs = max(leaf.max_abs for leaf in result.leaves)
+    worst_rel = max(leaf.max_rel for leaf in result.leaves)
+    verdict = "ok" if result.ok else f"MISMATCH in {result.failing()}"
+    return (f"gradcheck: {hand} vs autodiff on the first batch of {len(x)}: max abs diff "
+            f"{worst_abs:.2e}, max rel diff {worst_rel:.2e}: {verdict}"), result.ok  # fmt: skip
+
+
+def _diverged(config, epoch: int, before, after, losses, saved: str) -> Diverged | None:
+    bad = train.first_nonfinite(before, after, losses)
+    if bad is None:
+        return None
+    what = "loss" if not np.isfinite(losses[bad]) else "gradient norm (loss finite)"
+    return Diverged(
+        f"the training {what} became non-finite ({losses[bad]}) at epoch {epoch}, step "
+        f"{bad + 1} of {len(losses)} (update {int(before.step) + bad + 1}); {saved}. Try a "
+        f"smaller --learning_rate (now {config.learning_rate:g}) or --clip_grad_norm (e.g. 1.0).",
+        jax.device_get(after),
+    )  # fmt: skip
+
+
+def run_epoch(config: Config, job: Job, state, epoch: int, saved: str):
+    """(state, record) after one epoch: train, then evaluate on each held-out set.
+
+    Raises:
+      Diverged: a training loss or gradient norm became non-finite.
+    """
+    start = time.perf_counter()
+    after, losses = job.epoch(state, *job.train_xy)
+    losses = np.asarray(jax.device_get(losses))
+    if (error := _diverged(config, epoch, state, after, losses, saved)) is not None:
+        raise error
+    record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+    seconds = time.perf_counter() - start
+    for name, arrays in job.eval_sets.items():
+        loss, accuracy = jax.device_get(job.evaluate(after.params, after.net_state, *arrays))
+        record[f"{name}_loss"], record[f"{name}_accuracy"] = float(loss), float(accuracy)
+    record["samples_per_second"] = job.n_train / seconds
+    return after, record
+
+
+def describe(record: dict, epochs: int, devices: int) -> str:
+    """One progress line for an epoch's record."""
+    parts = [f"epoch {record['epoch']:3d}/{epochs}", f"train_loss {record['train_loss']:.4f}"]
+    for name in ("valid", "test"):
+        if f"{name}_loss" in record:
+            parts.append(f"{name}_loss {record[f'{name}_loss']:.4f}")
+            if np.isfinite(record[f"{name}_accuracy"]):
+                parts.append(f"{name}_acc {100 * record[f'{name}_accuracy']:.2f}%")
+    parts.append(f"{record['samples_per_second']:,.0f} samples/s on {devices} device(s)")
+    return "  ".join(parts)
+
+
+# ----------------------------------------------------------------- files and resume
+
+
+def read_metrics(workdir: Path, upto_epoch: int | None = None) -> list[dict]:
+    """The records of metrics.jsonl, up to an epoch; [] if there is none."""
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if upto_epoch is None or r["epoch"] <= upto_epoch]
+
+
+def _write_metrics(workdir: Path, records: list[dict]) -> None:
+    text = "".join(json.dumps(io.finite(r), sort_keys=True) + "\n" for r in records)
+    io.write_bytes_atomic(workdir / "metrics.jsonl", text.encode())
+
+
+def _check_same_config(config: Config, then: dict, used: Path) -> None:
+    defaults = Config().recorded()  # a key an older checkpoint lacks had its default
+    now = config.recorded()
+    changed = sorted(k for k in now if then.get(k, defaults[k]) != now[k])
+    if changed:
+        was = {k: then.get(k, defaults[k]) for k in changed}
+        is_now = {k: now[k] for k in changed}
+        raise ValueError(f"--resume: {used} was written with {was}, not {is_now}; resume "
+                         "with the same flags.")  # fmt: skip
+
+
+def _restore(config: Config, workdir: Path, template, log) -> tuple[Any, int, float]:
+    """(state or None, epochs done, wall seconds so far) from the newest readable checkpoint."""
+    path = workdir / CHECKPOINT
+    if not any(p.is_file() for p in checkpoint.rotated_paths(path, KEEP)):
+        if config.resume:
+            log(f"no checkpoint in {workdir}; starting from scratch")
+        return None, 0, 0.0
+    if not config.resume:
+        raise ValueError(f"{workdir} holds a checkpoint from an earlier run; pass --resume to "
+                         "continue it, or choose another --output_dir.")  # fmt: skip
+
+    def same_config(meta: dict, used: Path) -> None:
+        _check_same_config(config, meta["config"], used)
+
+    try:
+        state, meta, used, skipped = checkpoint.restore_newest(path, template, KEEP, same_config)
+    except checkpoint.CheckpointError as e:
+        raise checkpoint.CheckpointError(f"{e} Remove them to start afresh, or choose another "
+                                         "--output_dir.") from None  # fmt: skip
+    for why in skipped:
+        log(f"{why} Resuming from the older {used.name}.")
+    for stale in workdir.glob(f".{CHECKPOINT}.*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
+    log(f"resumed from {used} after epoch {meta['epoch']}")
+    return state, meta["epoch"], meta["wall"]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _summary(config: Config, job: Job, sizes, records: list[dict], wall: float) -> dict:
+    return {
+        "dataset": config.dataset, "test_accuracy": records[-1].get("test_accuracy"),
+        "test_loss": records[-1].get("test_loss"), "epochs": config.epochs,
+        "wall_seconds": wall, "devices": job.mesh.size, "processes": jax.process_count(),
+        "backend": jax.default_backend(), "sizes": sizes, "config": config.recorded(),
+        "final": records[-1],
+    }  # fmt: skip
+
+
+def _silent(line: str) -> None:
+    del line
+
+
+def train_and_evaluate(
+    config: Config, workdir: str | Path, *, log: Callable[[str], None] = _silent
+) -> dict | None:
+    """Trains and evaluates an MLP as `config` says; writes its files to workdir.
+
+    Args:
+      config: the run's settings.
+      workdir: the output folder (only process 0 writes).
+      log: receives each progress line (gradient check, one line per epoch, resume).
+
+    Returns:
+      The summary also written to summary.json, or None if config.stop_after_epoch
+      stopped the run first.
+
+    Raises:
+      ValueError: bad data or settings, or a checkpoint of another run in workdir.
+      checkpoint.CheckpointError: --resume, and no checkpoint in workdir is readable.
+      Diverged: a training loss became non-finite; no checkpoint is written over.
+      Interrupted: SIGINT or SIGTERM; the last finished epoch was checkpointed.
+    """
+    start, workdir = time.perf_counter(), Path(workdir)
+    parallel.assert_same_on_all_processes(json.dumps(config.recorded(), sort_keys=True))
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    prepared = prepare(config)
+    job, fresh = build(config, prepared, mesh)
+    restored, done, wall_before = _restore(config, workdir, fresh, log)
+    state = fresh if restored is None else restored
+    _check_gradients(config, job, state, prepared.arrays, log)
+    state = parallel.put(state, parallel.replicated(mesh))
+    records = read_metrics(workdir, done) if done else []
+    # From here a signal waits for the epoch under way (before, there is nothing to save).
+    with signals.deferred_stop_signals() as received:
+        loop = _Loop(config, job, workdir, log, received, done)
+        records = loop.run(state, records, lambda: wall_before + time.perf_counter() - start)
+    if records is None:
+        return None
+    summary = _summary(config, job, prepared.sizes, records,
+                       wall_before + time.perf_counter() - start)  # fmt: skip
+    if jax.process_index() == 0:
+        io.write_json_atomic(workdir / "summary.json", summary)
+    return summary
+
+
+def _check_gradients(config: Config, job: Job, state, arrays: dict, log) -> None:
+    first = slice(0, config.batch_size)
+    x, y = arrays["x_train"][first], arrays["y_train"][first]
+    line, ok = gradient_check(config, job, state, x, y)
+    log(line)
+    if not ok:
+        raise ValueError("the hand-derived gradient disagrees with jax.grad; see the line above.")
+
+
+class _Loop(NamedTuple):
+    config: Config
+    job: Job
+    workdir: Path
+    log: Callable[[str], None]
+    received: list[int]
+    done: int
+
+    def save(self, state, epoch: int, wall: float) -> None:
+        if jax.process_index() == 0:
+            meta = {"config": self.config.recorded(), "epoch": epoch, "wall": wall}
+            checkpoint.save(self.workdir / CHECKPOINT, state, meta, keep=KEEP)
+
+    def run(self, state, records: list[dict], wall: Callable[[], float]) -> list[dict] | None:
+        """Trains the remaining epochs; the records, or None if stopped on purpose."""
+        config, main = self.config, jax.process_index() == 0
+        saved = self.done
+        for epoch in range(self.done + 1, config.epochs + 1):
+            where = (f"{self.workdir / CHECKPOINT}, of epoch {saved}, is kept" if saved
+                     else "no checkpoint was written")  # fmt: skip
+            state, record = run_epoch(config, self.job, state, epoch, where)
+            records.append(record)
+            self.log(describe(record, config.epochs, self.job.mesh.size))
+            if main:
+                _write_metrics(self.workdir, records)
+            every = config.checkpoint_every and epoch % config.checkpoint_every == 0
+            stop = epoch == config.stop_after_epoch
+            signum = signals.stop_requested(self.received)
+            if every or stop or signum or epoch == config.epochs:
+                self.save(state, epoch, wall())
+                saved = epoch
+            if signum and epoch < config.epochs:
+                raise Interrupted(
+                    f"stopped by {signal.Signals(signum).name} after epoch {epoch} of "
+                    f"{config.epochs}, saved in {self.workdir / CHECKPOINT}; run the same "
+                    "command with --resume to continue.", signum,
+                )  # fmt: skip
+            if stop and epoch < config.epochs:
+                self.log(f"stopped after epoch {epoch}; continue with --resume")
+                return None
+        return records
