@@ -98,8 +98,9 @@ def network(config: Config, sizes: list[int]) -> layers.Layer:
     if is_plain_mlp(config):
         return jaxnet.mlp_network(sizes, init=config.init)
     norm, hidden = run_config.NORMS[config.norm], []
+    bias = config.norm != "batch"  # batch_norm subtracts the batch mean: a bias would cancel
     for width in sizes[1:-1]:
-        hidden += [layers.dense(width, init=config.init), *([norm()] if norm else []),
+        hidden += [layers.dense(width, bias=bias, init=config.init), *([norm()] if norm else []),
                    run_config.ACTIVATIONS[config.activation](),
                    *([layers.dropout(config.dropout)] if config.dropout else [])]  # fmt: skip
     return layers.serial(*hidden, layers.dense(sizes[-1], init=config.init))
