@@ -45,7 +45,7 @@ from jax._src.ad_checkpoint import saved_residuals
 
 import jaxnet
 from experiments import common, layer_bench, plain
-from jaxnet import data, io, profiling, train
+from jaxnet import data, files, profiling, train
 from jaxnet.timing import interleaved_medians
 
 SECTIONS = ("step", "torch", "lesson", "epoch", "profile", "memory", "devices", "layers")
@@ -392,7 +392,7 @@ def section_profile(output_dir: Path):
     rows = []
     for name, (jitted, args, calls) in runs.items():
         hlo, ms = profiling.time_by_kind(jitted, *args, calls=calls)
-        io.write_bytes_atomic(output_dir / "profile" / f"{name}.hlo.txt", hlo.encode())
+        files.write_bytes_atomic(output_dir / "profile" / f"{name}.hlo.txt", hlo.encode())
         rows.append({"run": name, "calls": calls, "ms": ms})
     return rows
 
@@ -595,8 +595,8 @@ def main(argv):
     print(report(results))
     output_dir = Path(_OUTPUT_DIR.value)
     merged = merge(output_dir / "benchmark.json", results, sections, _command())
-    path = io.write_json_atomic(output_dir / "benchmark.json", merged)
-    io.write_bytes_atomic(output_dir / "benchmark.md", markdown(merged).encode())
+    path = files.write_json_atomic(output_dir / "benchmark.json", merged)
+    files.write_bytes_atomic(output_dir / "benchmark.md", markdown(merged).encode())
     print(f"\nwrote {path} and benchmark.md beside it in {results['seconds']:.0f}s")
 
 

@@ -1,9 +1,9 @@
 """What every experiment script shares: quiet start-up, results files, plots."""
 
-import io as _io
+import io
 import logging
 
-from jaxnet import io
+from jaxnet import files
 
 
 def quiet_jax_logs() -> None:
@@ -13,16 +13,16 @@ def quiet_jax_logs() -> None:
 
 def write_results(output_dir: str, results: dict) -> str:
     """Writes `<output_dir>/results.json` atomically and returns its path."""
-    return str(io.write_json_atomic(f"{output_dir}/results.json", results))
+    return str(files.write_json_atomic(f"{output_dir}/results.json", results))
 
 
 def write_file(path: str, data: bytes) -> str:
     """Writes bytes atomically and returns the path."""
-    return str(io.write_bytes_atomic(path, data))
+    return str(files.write_bytes_atomic(path, data))
 
 
 def png_bytes(fig) -> bytes:
     """A matplotlib figure as PNG bytes."""
-    buffer = _io.BytesIO()
+    buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()

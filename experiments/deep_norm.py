@@ -27,7 +27,7 @@ import optax
 from absl import app, flags
 
 from experiments import common
-from jaxnet import checks, data, layers, lsuv, network, stats, train
+from jaxnet import data, layers, lsuv, network, stats, train
 
 ARMS = ("relu", "general_relu", "lsuv", "batch_norm", "layer_norm")
 EPOCHS = {"fashion_mnist": 3, "mnist": 3, "digits": 20}
@@ -44,7 +44,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per step.", lowe
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.1, "SGD step size.", lower_bound=0)
 _MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0, upper_bound=0.999)
 _ARMS = flags.DEFINE_list("arms", list(ARMS), f"Which of {list(ARMS)} to train.")
-_GRAD = flags.DEFINE_enum("grad", "fused", list(checks.GRADS), "Which gradient.")
+_GRAD = flags.DEFINE_enum("grad", "fused", list(network.GRADS), "Which gradient.")
 _LSUV_BATCH = flags.DEFINE_integer(
     "lsuv_batch", 512, "Training examples LSUV rescales on.", lower_bound=2
 )

@@ -42,7 +42,7 @@ _LABEL_SMOOTHING = flags.DEFINE_float(
     "label_smoothing", None, "cross_entropy only: put this much of the target evenly on "
     "every class, in [0, 1).",
 )  # fmt: skip
-_GRAD = flags.DEFINE_enum("grad", "fused", list(jaxnet.checks.GRADS), "Which gradient.")
+_GRAD = flags.DEFINE_enum("grad", "fused", list(jaxnet.network.GRADS), "Which gradient.")
 _INIT = flags.DEFINE_enum("init", None, sorted(jaxnet.initializers.INITIALIZERS), "Weight init.")
 _OPTIMIZER = flags.DEFINE_string("optimizer", None, "Any optax optimizer by name, e.g. adam.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", None, "Peak step size.", lower_bound=0.0)

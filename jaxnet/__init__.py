@@ -1,12 +1,21 @@
 """jaxnet: neural-network gradients written by hand in JAX, and proved right.
 
-The public API. Modules hold the rest: `jaxnet.layers` (each layer a forward rule and a
-hand-derived backward; `serial` networks), `jaxnet.losses`, `jaxnet.ops` (per-op hand
-VJPs), `jaxnet.reference` (plain jax.numpy, the tests' oracle), `jaxnet.initializers`,
-`jaxnet.gradcheck`, `jaxnet.train`.
+Each layer is a pair of pure rules, a forward that keeps the smallest residual and a
+hand-derived backward, and any `serial` network gets its whole VJP fused into one
+`jax.custom_vjp`, checked against `jax.grad`. The names here are the core; the modules
+hold the rest, each one idea:
+
+  building      layers, losses, network_loss, initializers, lsuv; the MLP: init_mlp, mlp,
+                mlp_loss, mlp_network, forward_and_backward; ops (single ops with hand VJPs)
+  checking      gradcheck, testing (pytest assertions, hypothesis strategies), reference
+  training      train (jitted epochs, optimizers), trainer (the main job as a function,
+                run_config), checkpoint, data, parallel
+  lessons       matmul, stats, names, bigram, ninja, makemore
+  measuring     timing, profiling; files (atomic writes)
+
+Modules whose names start with an underscore are internal.
 """
 
-from jaxnet import checks as checks
 from jaxnet import gradcheck as gradcheck
 from jaxnet import initializers as initializers
 from jaxnet import layers as layers
@@ -23,7 +32,6 @@ from jaxnet.network import network_loss as network_loss
 __version__ = "0.1.0"
 
 __all__ = [
-    "checks",
     "forward_and_backward",
     "gradcheck",
     "init_mlp",

@@ -12,7 +12,7 @@ pause halfway through writing its temporary file, so that a test can kill a proc
 during a write.
 """
 
-import io as _io
+import io
 import json
 import os
 import time
@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxnet import io, train
+from jaxnet import files, train
 
 _META = "meta_json"
 WRITE_DELAY_ENV = "JAXNET_CHECKPOINT_WRITE_DELAY"
@@ -86,7 +86,7 @@ def save(
             "allow_nonfinite=True to save them all the same."
         )
     arrays = {f"leaf_{i:05d}": leaf for i, leaf in enumerate(_flat(state))}
-    buffer = _io.BytesIO()
+    buffer = io.BytesIO()
     np.savez(buffer, **arrays, **{_META: np.array(json.dumps(meta, sort_keys=True))})
     return _write_rotating(rotated_paths(path, keep), buffer.getvalue())
 
@@ -94,7 +94,7 @@ def save(
 def _write_rotating(paths: list[Path], data: bytes) -> Path:
     """Writes data to paths[0] atomically, moving each older file one place down first."""
     delay = float(os.environ.get(WRITE_DELAY_ENV, 0))
-    with io.atomic_writer(paths[0]) as f:
+    with files.atomic_writer(paths[0]) as f:
         f.write(data[: len(data) // 2])
         if delay:
             f.flush()

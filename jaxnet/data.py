@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnet.io import atomic_writer
+from jaxnet.files import atomic_writer
 
 try:  # the functions numpy's arrays pickle themselves with, named numpy._core since numpy 2
     from numpy._core.multiarray import _reconstruct
@@ -67,7 +67,7 @@ SHA256 = {
         "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
     ))),
 }  # fmt: skip
-MIRRORS = {
+_MIRRORS = {
     "mnist": (
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -115,7 +115,7 @@ def _refuse_html(data: bytes, path) -> bytes:
     return data
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
+def _read_bytes(path: str | os.PathLike) -> bytes:
     """The file's bytes, gunzipped when it is gzip; refuses HTML pages and truncated gzip."""
     try:
         data = _refuse_html(Path(path).read_bytes(), path)
@@ -129,7 +129,7 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         raise _fault(path, f"is a damaged or truncated gzip file ({e}); fetch it again.") from None
 
 
-def parse_idx(data: bytes, path: str | os.PathLike = "<bytes>") -> np.ndarray:
+def _parse_idx(data: bytes, path: str | os.PathLike = "<bytes>") -> np.ndarray:
     """An IDX array from raw bytes, checking the magic number and the header's counts."""
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES or data[3] == 0:
         raise _fault(
@@ -155,13 +155,13 @@ def parse_idx(data: bytes, path: str | os.PathLike = "<bytes>") -> np.ndarray:
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Reads one IDX file, gzipped or raw."""
-    return parse_idx(read_bytes(path), path)
+    return _parse_idx(_read_bytes(path), path)
 
 
 # --------------------------------------------------------------- checking image sets
 
 
-def check_images(images: np.ndarray, path, side: int = 28) -> np.ndarray:
+def _check_images(images: np.ndarray, path, side: int = 28) -> np.ndarray:
     """Images [n, side, side] or [n, side*side], finite; returns them as [n, side*side]."""
     if images.ndim == 3 and images.shape[1:] == (side, side):
         images = images.reshape(len(images), side * side)
@@ -174,7 +174,7 @@ def check_images(images: np.ndarray, path, side: int = 28) -> np.ndarray:
     return images
 
 
-def check_labels(labels: np.ndarray, path, num_classes: int, count: int) -> np.ndarray:
+def _check_labels(labels: np.ndarray, path, num_classes: int, count: int) -> np.ndarray:
     """Integer labels [count] in [0, num_classes); returns them as int32."""
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise _fault(
@@ -193,8 +193,8 @@ def check_labels(labels: np.ndarray, path, num_classes: int, count: int) -> np.n
 
 
 def _split(images, labels, paths, num_classes):
-    images = check_images(images, paths[0])
-    return images, check_labels(labels, paths[1], num_classes, len(images))
+    images = _check_images(images, paths[0])
+    return images, _check_labels(labels, paths[1], num_classes, len(images))
 
 
 # ----------------------------------------------------------------------- file formats
@@ -327,7 +327,7 @@ def load_pickle(path: str | os.PathLike, num_classes: int = 10) -> Dataset:
     validation third is appended to the training set; the trainer makes its own validation
     split.
     """
-    parts = _unpickle_arrays(read_bytes(path), path)
+    parts = _unpickle_arrays(_read_bytes(path), path)
     if not _is_three_splits(parts):
         raise _fault(path, "expected ((x_train, y_train), (x_valid, y_valid), (x_test, y_test)) "
                            "of numpy arrays.")  # fmt: skip
@@ -356,7 +356,7 @@ def load_npz(path: str | os.PathLike, name: str = "mnist", num_classes: int = 10
 # ------------------------------------------------------------------------- downloading
 
 
-def cache_dir() -> Path:
+def _cache_dir() -> Path:
     """$JAXNET_DATA_DIR, else $XDG_CACHE_HOME/jaxnet, else ~/.cache/jaxnet."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
@@ -388,13 +388,13 @@ def download(url: str, dest: str | os.PathLike, sha256: str, *, timeout: float =
     return Path(dest)
 
 
-def fetch(name: str, folder: Path, mirrors: Sequence[str] | None = None) -> Path:
+def _fetch(name: str, folder: Path, mirrors: Sequence[str] | None = None) -> Path:
     """Downloads the four IDX files of `name` into folder, trying each mirror in turn."""
     errors = []
     for file, digest in SHA256[name].items():
         if (folder / file).is_file():
             continue
-        for base in MIRRORS[name] if mirrors is None else mirrors:
+        for base in _MIRRORS[name] if mirrors is None else mirrors:
             try:
                 download(base.rstrip("/") + "/" + file, folder / file, digest)
                 break
@@ -438,10 +438,10 @@ def _from_folder(folder: Path, name: str) -> Dataset | None:
     return None
 
 
-def search_path(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+def _search_path(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """The folders looked in for `name`, in order."""
     folders = [Path(data_dir)] if data_dir else []
-    folders.append(cache_dir() / name)
+    folders.append(_cache_dir() / name)
     if name == "fashion_mnist":
         folders.append(DEBIAN_FASHION_MNIST)
     return folders
@@ -460,7 +460,7 @@ def load(
       name: one of `DATASETS`.
       data_dir: a folder looked in first.
       download_ok: whether to download when no folder holds the files.
-      mirrors: base URLs to download from, instead of `MIRRORS[name]`.
+      mirrors: base URLs to download from, instead of `_MIRRORS[name]`.
 
     Raises:
       DataError: unknown name, a bad file, or no files and no download (saying where to
@@ -472,7 +472,7 @@ def load(
         return _digits()
     if name == "synthetic":
         return _synthetic()
-    folders = search_path(name, data_dir)
+    folders = _search_path(name, data_dir)
     for folder in folders:
         if (found := _from_folder(folder, name)) is not None:
             return found
@@ -482,7 +482,7 @@ def load(
             f"{sorted(SHA256[name])} in one of them (or set ${CACHE_ENV}), or allow downloads."
         )
     try:
-        return load_idx_folder(fetch(name, cache_dir() / name, mirrors), name)
+        return load_idx_folder(_fetch(name, _cache_dir() / name, mirrors), name)
     except DataError as e:
         raise DataError(f"{e}\nOffline? Put the files {sorted(SHA256[name])} in "
                         f"{folders[0]} or set ${CACHE_ENV}.") from None  # fmt: skip

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxnet import checks
+from jaxnet import _checks
 from jaxnet.typing import Array, ArrayLike
 
 
@@ -34,7 +34,7 @@ class Loss(NamedTuple):
         return self.forward(jnp.asarray(pred), jnp.asarray(target))[0]
 
 
-def squeeze_to(pred: Array, target: ArrayLike) -> Array:
+def _squeeze_to(pred: Array, target: ArrayLike) -> Array:
     """pred reshaped to target's shape: [n, 1] to [n], as the lessons' squeeze."""
     return pred.reshape(jnp.shape(target))
 
@@ -43,7 +43,7 @@ def squeeze_to(pred: Array, target: ArrayLike) -> Array:
 
 
 def _mse_forward(pred, target):
-    diff = squeeze_to(pred, target) - target
+    diff = _squeeze_to(pred, target) - target
     return jnp.mean(jnp.square(diff)), diff  # residual: the difference alone
 
 
@@ -54,7 +54,7 @@ def _mse_backward(diff, g):
 
 
 def _sum_squares_forward(pred, target):
-    diff = squeeze_to(pred, target) - target
+    diff = _squeeze_to(pred, target) - target
     return jnp.sum(jnp.square(diff)), diff
 
 
@@ -66,13 +66,13 @@ def _sum_squares_backward(diff, g):
 
 def mse() -> Loss:
     """Mean squared error, mean((pred - target)^2), as lesson 003's `mse`."""
-    return Loss(_mse_forward, _mse_backward, checks.check_regression_target, "mse")
+    return Loss(_mse_forward, _mse_backward, _checks.check_regression_target, "mse")
 
 
 def sum_squares() -> Loss:
     """Sum of squared errors, the PyTorch tutorial's `(y_pred - y).pow(2).sum()`."""
     return Loss(
-        _sum_squares_forward, _sum_squares_backward, checks.check_regression_target, "sum_squares"
+        _sum_squares_forward, _sum_squares_backward, _checks.check_regression_target, "sum_squares"
     )
 
 
@@ -84,7 +84,7 @@ def log_softmax(logits: Array) -> Array:
     return logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
 
 
-def valid_labels(labels: Array, classes: int) -> Array:
+def _valid_labels(labels: Array, classes: int) -> Array:
     return (labels >= 0) & (labels < classes)
 
 
@@ -98,7 +98,7 @@ def _nll(logp: Array, labels: Array, smoothing: float) -> Array:
     nll = -picked[..., 0]
     if smoothing:
         nll = (1 - smoothing) * nll - smoothing * jnp.mean(logp, axis=-1)
-    return jnp.where(valid_labels(labels, classes), nll, jnp.nan)
+    return jnp.where(_valid_labels(labels, classes), nll, jnp.nan)
 
 
 def cross_entropy(label_smoothing: float = 0.0) -> Loss:
@@ -108,7 +108,7 @@ def cross_entropy(label_smoothing: float = 0.0) -> Loss:
       label_smoothing: s in [0, 1): the target puts 1 - s on the label and spreads s evenly
         over every class (Szegedy et al. 2016). 0 is plain cross-entropy.
     """
-    smoothing = checks.label_smoothing(label_smoothing)
+    smoothing = _checks.label_smoothing(label_smoothing)
 
     def forward(logits, labels):
         logp = log_softmax(logits)
@@ -123,14 +123,14 @@ def cross_entropy(label_smoothing: float = 0.0) -> Loss:
         if smoothing:
             target = (1 - smoothing) * target + smoothing / classes
         dlogits = (g / labels.size) * (jnp.exp(logp) - target)
-        return jnp.where(valid_labels(labels, classes)[..., None], dlogits, jnp.nan), None
+        return jnp.where(_valid_labels(labels, classes)[..., None], dlogits, jnp.nan), None
 
     return Loss(forward, backward, _check_labels, "cross_entropy", smoothing)
 
 
 def _check_labels(logits_shape, labels, dtype, what):
     del dtype  # integer labels; the logits' dtype does not constrain them
-    checks.check_labels(logits_shape, labels, what)
+    _checks.check_labels(logits_shape, labels, what)
 
 
 # -------------------------------------------------------------------------- by name
@@ -147,7 +147,7 @@ def get(loss: "str | Loss", label_smoothing: float = 0.0) -> Loss:
         smoothing passed beside a Loss value (which carries its own).
     """
     if isinstance(loss, Loss):
-        if checks.label_smoothing(label_smoothing, loss.name):
+        if _checks.label_smoothing(label_smoothing, loss.name):
             raise ValueError(
                 f"label_smoothing={label_smoothing} was passed with a Loss value, which "
                 "carries its own; build it as jaxnet.losses.cross_entropy(label_smoothing=...)."
@@ -155,8 +155,8 @@ def get(loss: "str | Loss", label_smoothing: float = 0.0) -> Loss:
         return loss
     if not isinstance(loss, str):
         raise TypeError(f"loss must be a name {list(NAMES)} or a jaxnet.losses.Loss, got {loss!r}.")
-    checks.one_of(loss, NAMES, "loss")
-    smoothing = checks.label_smoothing(label_smoothing, loss)
+    _checks.one_of(loss, NAMES, "loss")
+    smoothing = _checks.label_smoothing(label_smoothing, loss)
     return cross_entropy(smoothing) if loss == "cross_entropy" else _FACTORIES[loss]()
 
 

@@ -16,7 +16,7 @@ chain keeps that one array for both: no pre-activation and no mask is saved.
 import jax
 import jax.numpy as jnp
 
-from jaxnet import checks, layers, losses
+from jaxnet import _checks, layers, losses
 from jaxnet import network as network_lib
 from jaxnet.layers import Layer
 from jaxnet.typing import Array, ArrayLike, DTypeLike, Initializer, MLPParams
@@ -114,15 +114,15 @@ def mlp(params: MLPParams, x: ArrayLike) -> Array:
     Returns:
       Outputs [batch, fan_out]. Differentiable through each layer's own hand VJP ("ops").
     """
-    checks.check_input(params, x)
+    _checks.check_input(params, x)
     return network_lib.apply_ops(_network_of(params), params, {}, x)[0]
 
 
 def _check_call(params, x, y, loss, label_smoothing: float) -> losses.Loss:
     """The Loss for `loss`, after checking params, x and y for it."""
     rule = losses.get(loss, label_smoothing)
-    checks.check_input(params, x)
-    out_shape = checks.output_shape(params, x)
+    _checks.check_input(params, x)
+    out_shape = _checks.output_shape(params, x)
     rule.check(out_shape, y, jnp.result_type(x), f"mlp loss {rule.name!r}")
     return rule
 
@@ -153,7 +153,7 @@ def mlp_loss(
     Returns:
       A scalar. `jax.grad`, `jax.jit`, `jax.vmap` and grad-of-grad work for every `grad`.
     """
-    checks.one_of(grad, network_lib.GRADS, "grad")
+    _checks.one_of(grad, network_lib.GRADS, "grad")
     rule = _check_call(params, x, y, loss, label_smoothing)
     value, _ = network_lib.network_loss(_network_of(params), params, {}, x, y, loss=rule, grad=grad)
     return value

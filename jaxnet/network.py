@@ -18,18 +18,18 @@ cotangents; `new_state` is an output whose cotangent is ignored, so the forward 
 import jax
 import jax.numpy as jnp
 
-from jaxnet import checks, layers, losses
+from jaxnet import _checks, layers, losses
 from jaxnet.layers import Layer
 from jaxnet.typing import Array, ArrayLike, PyTree
 
-GRADS = checks.GRADS
+GRADS = _checks.GRADS
 
 
 def _is_float(x) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.floating)
 
 
-def fused(net: Layer, loss: losses.Loss, *, train: bool, out_shape, x_float: bool, y_shape):
+def _fused(net: Layer, loss: losses.Loss, *, train: bool, out_shape, x_float: bool, y_shape):
     """(params, state, x, y, key) -> (loss, new_state) as ONE custom_vjp made from the rules.
 
     The static facts the backward needs (the output's shape, whether x and y take
@@ -106,7 +106,7 @@ def _check_net(net) -> None:
         )
 
 
-def output_spec(net: Layer, params, state, x, *, train: bool, key) -> jax.ShapeDtypeStruct:
+def _output_spec(net: Layer, params, state, x, *, train: bool, key) -> jax.ShapeDtypeStruct:
     """The network's output shape and dtype for x, by tracing its forward at no cost
     (shape and dtype errors surface here, naming the layer)."""
     return jax.eval_shape(
@@ -145,13 +145,13 @@ def network_loss(
       (loss, new_state). Differentiate in params with `jax.grad(..., has_aux=True)`.
     """
     _check_net(net)
-    checks.one_of(grad, GRADS, "grad")
+    _checks.one_of(grad, GRADS, "grad")
     rule = losses.get(loss, label_smoothing)
     x, y = jnp.asarray(x), jnp.asarray(y)
-    out = output_spec(net, params, state, x, train=train, key=key)
+    out = _output_spec(net, params, state, x, train=train, key=key)
     rule.check(out.shape, y, out.dtype, f"network_loss {rule.name!r}")
     if grad == "fused":
-        call = fused(net, rule, train=train, out_shape=out.shape, x_float=_is_float(x),
+        call = _fused(net, rule, train=train, out_shape=out.shape, x_float=_is_float(x),
                      y_shape=y.shape if _is_float(y) else None)  # fmt: skip
         return call(params, state, x, y, key)
     if grad == "ops":

@@ -13,7 +13,7 @@ mode (`jax.grad`, `jax.vjp`, `jax.jacrev`), including reverse-over-reverse for H
 import jax
 import jax.numpy as jnp
 
-from jaxnet import checks, losses
+from jaxnet import _checks, losses
 from jaxnet.typing import Array, ArrayLike
 
 # ----------------------------------------------------------------------------- linear
@@ -129,7 +129,7 @@ def mse(pred: ArrayLike, target: ArrayLike) -> Array:
     Returns:
       A scalar.
     """
-    checks.check_regression_target(jnp.shape(pred), target, jnp.result_type(pred), "mse")
+    _checks.check_regression_target(jnp.shape(pred), target, jnp.result_type(pred), "mse")
     return losses.as_op(losses.mse())(pred, target)
 
 
@@ -143,7 +143,7 @@ def sum_squares(pred: ArrayLike, target: ArrayLike) -> Array:
     Returns:
       A scalar.
     """
-    checks.check_regression_target(jnp.shape(pred), target, jnp.result_type(pred), "sum_squares")
+    _checks.check_regression_target(jnp.shape(pred), target, jnp.result_type(pred), "sum_squares")
     return losses.as_op(losses.sum_squares())(pred, target)
 
 
@@ -182,5 +182,5 @@ def softmax_cross_entropy(
     Returns:
       A scalar.
     """
-    checks.check_labels(jnp.shape(logits), labels, "softmax_cross_entropy")
+    _checks.check_labels(jnp.shape(logits), labels, "softmax_cross_entropy")
     return losses.as_op(losses.cross_entropy(label_smoothing))(logits, labels)

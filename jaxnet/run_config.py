@@ -9,7 +9,7 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from jaxnet import checks, data, initializers, layers, train
+from jaxnet import _checks, data, initializers, layers, network, train
 
 # The best settings we know for each dataset; `Config.for_dataset` starts from these.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -98,7 +98,7 @@ class Config:
             raise ValueError(f"--hidden={self.hidden!r} must list positive widths.") from None
         for problem in _problems(self):
             raise ValueError(problem)
-        checks.label_smoothing(self.label_smoothing, self.loss)
+        _checks.label_smoothing(self.label_smoothing, self.loss)
 
     def recorded(self) -> dict[str, Any]:
         """What the run computes (no run-control fields), as JSON-ready values."""
@@ -125,7 +125,7 @@ def _problems(config: Config) -> Iterator[str]:
         _choice(config, "init", initializers.INITIALIZERS),
         _choice(config, "schedule", train.SCHEDULES),
         _choice(config, "augment", ("none", "flip")),
-        _choice(config, "grad", checks.GRADS),
+        _choice(config, "grad", network.GRADS),
         _choice(config, "activation", ACTIVATIONS), _choice(config, "norm", NORMS),
         _at_least(config, "learning_rate", 0.0), _at_least(config, "weight_decay", 0.0),
         _at_least(config, "clip_grad_norm", 0.0), _at_least(config, "batch_size", 1),

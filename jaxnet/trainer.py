@@ -18,10 +18,10 @@ import jax
 import numpy as np
 
 import jaxnet
-from jaxnet import checkpoint, data, gradcheck, io, layers, parallel, run_config, signals, train
+from jaxnet import _signals, checkpoint, data, files, gradcheck, layers, parallel, run_config, train
 
-CHECKPOINT = "checkpoint.npz"
-KEEP = 2  # checkpoints kept: the newest and the one before
+_CHECKPOINT = "checkpoint.npz"
+_KEEP = 2  # checkpoints kept: the newest and the one before
 Config = run_config.Config  # the run's settings, defined with their defaults in run_config
 
 
@@ -44,14 +44,14 @@ class Interrupted(Exception):
 # ------------------------------------------------------------------------------ data
 
 
-class Prepared(NamedTuple):
+class _Prepared(NamedTuple):
     """Normalised numpy arrays (x_train, y_train, x_valid, ...) and the layer sizes."""
 
     arrays: dict[str, np.ndarray]
     sizes: list[int]
 
 
-def prepare(config: Config) -> Prepared:
+def prepare(config: Config) -> _Prepared:
     """Loads and normalises the data: train (and validation) and test, labels as the loss needs."""
     ds = data.load(config.dataset, config.data_dir, download_ok=config.download)
     if ds.num_classes == 0 and config.loss != "mse":
@@ -69,13 +69,13 @@ def prepare(config: Config) -> Prepared:
     for name, (xs, ys) in splits.items():
         arrays[f"x_{name}"], arrays[f"y_{name}"] = normalize(xs), ys.astype(label_dtype)
     outputs = 1 if config.loss == "mse" and ds.num_classes else (ds.num_classes or y.shape[1])
-    return Prepared(arrays, [x.shape[1], *config.hidden, outputs])
+    return _Prepared(arrays, [x.shape[1], *config.hidden, outputs])
 
 
 # --------------------------------------------------------------------------- the job
 
 
-class Job(NamedTuple):
+class _Job(NamedTuple):
     """The network, its jitted epoch and evaluation, and the data placed on the mesh."""
 
     net: layers.Layer
@@ -88,14 +88,14 @@ class Job(NamedTuple):
     n_train: int
 
 
-def is_plain_mlp(config: Config) -> bool:
+def _is_plain_mlp(config: Config) -> bool:
     """ReLU, no normalization, no dropout: the MLP of `init_mlp`, trained by `mlp_loss`."""
     return (config.activation, config.norm, config.dropout) == ("relu", "none", 0.0)
 
 
 def network(config: Config, sizes: list[int]) -> layers.Layer:
     """The network: each hidden layer dense, then norm, activation and dropout if asked."""
-    if is_plain_mlp(config):
+    if _is_plain_mlp(config):
         return jaxnet.mlp_network(sizes, init=config.init)
     norm, hidden = run_config.NORMS[config.norm], []
     bias = config.norm != "batch"  # batch_norm subtracts the batch mean: a bias would cancel
@@ -109,7 +109,7 @@ def network(config: Config, sizes: list[int]) -> layers.Layer:
 def _objective(config: Config, net: layers.Layer) -> Callable:
     """(params, net_state, x, y, key, grad) -> (loss, new net_state), in train mode."""
     smoothing = config.label_smoothing
-    if is_plain_mlp(config):  # mlp_loss: the path and numbers of the runs before layers
+    if _is_plain_mlp(config):  # mlp_loss: the path and numbers of the runs before layers
 
         def plain(params, net_state, x, y, key, grad):
             del key
@@ -128,7 +128,7 @@ def _objective(config: Config, net: layers.Layer) -> Callable:
 
 def _epoch(config: Config, objective: Callable, optimizer, mesh):
     augment = data.random_flip if config.augment == "flip" else None
-    if is_plain_mlp(config):
+    if _is_plain_mlp(config):
         loss = lambda p, x, y: objective(p, (), x, y, None, config.grad)[0]  # noqa: E731
         return train.make_train_epoch(loss, optimizer, config.batch_size, mesh, augment)
     loss = lambda p, s, x, y, key: objective(p, s, x, y, key, config.grad)  # noqa: E731
@@ -146,13 +146,13 @@ def _optimizer(config: Config, n_train: int):
 
 def _init(config: Config, net: layers.Layer, sizes: list[int], key):
     """(params, net_state): init_mlp's list for the plain MLP, else the network's init."""
-    if is_plain_mlp(config):
+    if _is_plain_mlp(config):
         return jaxnet.init_mlp(key, sizes, init=config.init), ()
     _, params, net_state = layers.init(net, key, (1, sizes[0]))
     return params, net_state
 
 
-def build(config: Config, prepared: Prepared, mesh) -> tuple[Job, train.TrainState]:
+def build(config: Config, prepared: _Prepared, mesh) -> tuple[_Job, train.TrainState]:
     """The job and its fresh state (on the host), from the config's seed."""
     a = prepared.arrays
     optimizer = _optimizer(config, len(a["x_train"]))
@@ -164,7 +164,7 @@ def build(config: Config, prepared: Prepared, mesh) -> tuple[Job, train.TrainSta
         for name in ("test", "valid") if len(a[f"x_{name}"])
     }  # fmt: skip
     train_xy = parallel.put((a["x_train"], a["y_train"]), parallel.replicated(mesh))
-    job = Job(net, objective, _epoch(config, objective, optimizer, mesh),
+    job = _Job(net, objective, _epoch(config, objective, optimizer, mesh),
               train.make_evaluate(net, config.loss, mesh), train_xy, eval_sets, mesh,
               len(a["x_train"]))  # fmt: skip
     init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
@@ -172,7 +172,7 @@ def build(config: Config, prepared: Prepared, mesh) -> tuple[Job, train.TrainSta
     return job, jax.device_get(train.init_state(params, optimizer, shuffle_key, net_state))
 
 
-def gradient_check(config: Config, job: Job, state: train.TrainState, x, y) -> tuple[str, bool]:
+def gradient_check(config: Config, job: _Job, state: train.TrainState, x, y) -> tuple[str, bool]:
     """(one line, ok): the hand VJP against jax.grad of plain jax.numpy on one batch, in
     train mode (batch statistics; one dropout mask for both)."""
     hand = "fused" if config.grad == "autodiff" else config.grad
@@ -207,7 +207,7 @@ def _diverged(config, epoch: int, before, after, losses, saved: str) -> Diverged
     )  # fmt: skip
 
 
-def run_epoch(config: Config, job: Job, state, epoch: int, saved: str):
+def _run_epoch(config: Config, job: _Job, state, epoch: int, saved: str):
     """(state, record) after one epoch: train, then evaluate on each held-out set.
 
     Raises:
@@ -227,7 +227,7 @@ def run_epoch(config: Config, job: Job, state, epoch: int, saved: str):
     return after, record
 
 
-def describe(record: dict, epochs: int, devices: int) -> str:
+def _describe(record: dict, epochs: int, devices: int) -> str:
     """One progress line for an epoch's record."""
     parts = [f"epoch {record['epoch']:3d}/{epochs}", f"train_loss {record['train_loss']:.4f}"]
     for name in ("valid", "test"):
@@ -252,8 +252,8 @@ def read_metrics(workdir: Path, upto_epoch: int | None = None) -> list[dict]:
 
 
 def _write_metrics(workdir: Path, records: list[dict]) -> None:
-    text = "".join(json.dumps(io.finite(r), sort_keys=True) + "\n" for r in records)
-    io.write_bytes_atomic(workdir / "metrics.jsonl", text.encode())
+    text = "".join(json.dumps(files.finite(r), sort_keys=True) + "\n" for r in records)
+    files.write_bytes_atomic(workdir / "metrics.jsonl", text.encode())
 
 
 def _check_same_config(config: Config, then: dict, used: Path) -> None:
@@ -269,8 +269,8 @@ def _check_same_config(config: Config, then: dict, used: Path) -> None:
 
 def _restore(config: Config, workdir: Path, template, log) -> tuple[Any, int, float]:
     """(state or None, epochs done, wall seconds so far) from the newest readable checkpoint."""
-    path = workdir / CHECKPOINT
-    if not any(p.is_file() for p in checkpoint.rotated_paths(path, KEEP)):
+    path = workdir / _CHECKPOINT
+    if not any(p.is_file() for p in checkpoint.rotated_paths(path, _KEEP)):
         if config.resume:
             log(f"no checkpoint in {workdir}; starting from scratch")
         return None, 0, 0.0
@@ -282,13 +282,13 @@ def _restore(config: Config, workdir: Path, template, log) -> tuple[Any, int, fl
         _check_same_config(config, meta["config"], used)
 
     try:
-        state, meta, used, skipped = checkpoint.restore_newest(path, template, KEEP, same_config)
+        state, meta, used, skipped = checkpoint.restore_newest(path, template, _KEEP, same_config)
     except checkpoint.CheckpointError as e:
         raise checkpoint.CheckpointError(f"{e} Remove them to start afresh, or choose another "
                                          "--output_dir.") from None  # fmt: skip
     for why in skipped:
         log(f"{why} Resuming from the older {used.name}.")
-    for stale in workdir.glob(f".{CHECKPOINT}.*.tmp"):  # left by a process killed mid-write
+    for stale in workdir.glob(f".{_CHECKPOINT}.*.tmp"):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
     log(f"resumed from {used} after epoch {meta['epoch']}")
     return state, meta["epoch"], meta["wall"]
@@ -297,7 +297,7 @@ def _restore(config: Config, workdir: Path, template, log) -> tuple[Any, int, fl
 # --------------------------------------------------------------------------- the run
 
 
-def _summary(config: Config, job: Job, sizes, records: list[dict], wall: float) -> dict:
+def _summary(config: Config, job: _Job, sizes, records: list[dict], wall: float) -> dict:
     return {
         "dataset": config.dataset, "test_accuracy": records[-1].get("test_accuracy"),
         "test_loss": records[-1].get("test_loss"), "epochs": config.epochs,
@@ -343,7 +343,7 @@ def train_and_evaluate(
     state = parallel.put(state, parallel.replicated(mesh))
     records = read_metrics(workdir, done) if done else []
     # From here a signal waits for the epoch under way (before, there is nothing to save).
-    with signals.deferred_stop_signals() as received:
+    with _signals.deferred_stop_signals() as received:
         loop = _Loop(config, job, workdir, log, received, done)
         records = loop.run(state, records, lambda: wall_before + time.perf_counter() - start)
     if records is None:
@@ -351,11 +351,11 @@ def train_and_evaluate(
     summary = _summary(config, job, prepared.sizes, records,
                        wall_before + time.perf_counter() - start)  # fmt: skip
     if jax.process_index() == 0:
-        io.write_json_atomic(workdir / "summary.json", summary)
+        files.write_json_atomic(workdir / "summary.json", summary)
     return summary
 
 
-def _check_gradients(config: Config, job: Job, state, arrays: dict, log) -> None:
+def _check_gradients(config: Config, job: _Job, state, arrays: dict, log) -> None:
     first = slice(0, config.batch_size)
     x, y = arrays["x_train"][first], arrays["y_train"][first]
     line, ok = gradient_check(config, job, state, x, y)
@@ -366,7 +366,7 @@ def _check_gradients(config: Config, job: Job, state, arrays: dict, log) -> None
 
 class _Loop(NamedTuple):
     config: Config
-    job: Job
+    job: _Job
     workdir: Path
     log: Callable[[str], None]
     received: list[int]
@@ -375,30 +375,30 @@ class _Loop(NamedTuple):
     def save(self, state, epoch: int, wall: float) -> None:
         if jax.process_index() == 0:
             meta = {"config": self.config.recorded(), "epoch": epoch, "wall": wall}
-            checkpoint.save(self.workdir / CHECKPOINT, state, meta, keep=KEEP)
+            checkpoint.save(self.workdir / _CHECKPOINT, state, meta, keep=_KEEP)
 
     def run(self, state, records: list[dict], wall: Callable[[], float]) -> list[dict] | None:
         """Trains the remaining epochs; the records, or None if stopped on purpose."""
         config, main = self.config, jax.process_index() == 0
         saved = self.done
         for epoch in range(self.done + 1, config.epochs + 1):
-            where = (f"{self.workdir / CHECKPOINT}, of epoch {saved}, is kept" if saved
+            where = (f"{self.workdir / _CHECKPOINT}, of epoch {saved}, is kept" if saved
                      else "no checkpoint was written")  # fmt: skip
-            state, record = run_epoch(config, self.job, state, epoch, where)
+            state, record = _run_epoch(config, self.job, state, epoch, where)
             records.append(record)
-            self.log(describe(record, config.epochs, self.job.mesh.size))
+            self.log(_describe(record, config.epochs, self.job.mesh.size))
             if main:
                 _write_metrics(self.workdir, records)
             every = config.checkpoint_every and epoch % config.checkpoint_every == 0
             stop = epoch == config.stop_after_epoch
-            signum = signals.stop_requested(self.received)
+            signum = _signals.stop_requested(self.received)
             if every or stop or signum or epoch == config.epochs:
                 self.save(state, epoch, wall())
                 saved = epoch
             if signum and epoch < config.epochs:
                 raise Interrupted(
                     f"stopped by {signal.Signals(signum).name} after epoch {epoch} of "
-                    f"{config.epochs}, saved in {self.workdir / CHECKPOINT}; run the same "
+                    f"{config.epochs}, saved in {self.workdir / _CHECKPOINT}; run the same "
                     "command with --resume to continue.", signum,
                 )  # fmt: skip
             if stop and epoch < config.epochs:

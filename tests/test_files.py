@@ -1,4 +1,4 @@
-"""jaxnet.io: atomic writes leave the old file or the new, with ordinary permissions."""
+"""jaxnet.files: atomic writes leave the old file or the new, with ordinary permissions."""
 
 import json
 import os
@@ -6,13 +6,13 @@ import stat
 
 import pytest
 
-from jaxnet import io
+from jaxnet import files
 
 
 def test_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "sub" / "a.json"
-    io.write_json_atomic(path, {"x": 1})
-    io.write_json_atomic(path, {"x": float("nan")})
+    files.write_json_atomic(path, {"x": 1})
+    files.write_json_atomic(path, {"x": float("nan")})
     assert json.loads(path.read_text()) == {"x": "nan"}  # strict JSON: no bare NaN
     assert [p.name for p in path.parent.iterdir()] == ["a.json"]
 
@@ -20,7 +20,7 @@ def test_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
 def test_written_files_get_the_umask_permissions_not_0600(tmp_path):
     old = os.umask(0o022)
     try:
-        path = io.write_bytes_atomic(tmp_path / "b.bin", b"abc")
+        path = files.write_bytes_atomic(tmp_path / "b.bin", b"abc")
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
@@ -28,8 +28,8 @@ def test_written_files_get_the_umask_permissions_not_0600(tmp_path):
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):
     path = tmp_path / "c.json"
-    io.write_json_atomic(path, {"ok": True})
+    files.write_json_atomic(path, {"ok": True})
     with pytest.raises(TypeError):
-        io.write_json_atomic(path, {"bad": object()})
+        files.write_json_atomic(path, {"bad": object()})
     assert "ok" in path.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["c.json"]

@@ -1,0 +1,305 @@
+"""The public API, pinned: a name added, renamed or removed fails here until this list says so.
+
+A change to what users import is a conscious one: update PUBLIC in the same commit, and say
+why in its message. Modules whose names start with an underscore are internal and free to
+change. Regenerate the list with the loop in `test_the_public_api_is_exactly_this`.
+"""
+
+import importlib
+import inspect
+import pkgutil
+
+import jaxnet
+
+
+def public_names(module) -> list[str]:
+    """`__all__` where a module has one; else what it defines without a leading underscore."""
+    if hasattr(module, "__all__"):
+        return sorted(module.__all__)
+    return sorted(
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not inspect.ismodule(value)
+        and getattr(value, "__module__", module.__name__) == module.__name__
+    )
+
+
+def public_modules() -> list[str]:
+    found = pkgutil.walk_packages(jaxnet.__path__, "jaxnet.")
+    return sorted(m.name for m in found if not any(p.startswith("_") for p in m.name.split(".")))
+
+
+PUBLIC = {
+    "jaxnet": [
+        "forward_and_backward",
+        "gradcheck",
+        "init_mlp",
+        "initializers",
+        "layers",
+        "losses",
+        "mlp",
+        "mlp_loss",
+        "mlp_network",
+        "network_loss",
+        "ops",
+        "reference",
+    ],
+    "jaxnet.bigram": ["counts", "fit", "loss"],
+    "jaxnet.checkpoint": [
+        "CheckpointError",
+        "WRITE_DELAY_ENV",
+        "read_meta",
+        "restore",
+        "restore_newest",
+        "rotated_paths",
+        "save",
+    ],
+    "jaxnet.data": [
+        "CACHE_ENV",
+        "DATASETS",
+        "DataError",
+        "Dataset",
+        "IDX_FILES",
+        "Normalizer",
+        "SHA256",
+        "download",
+        "find_idx_files",
+        "fit_normalizer",
+        "load",
+        "load_idx_folder",
+        "load_npz",
+        "load_pickle",
+        "random_flip",
+        "read_idx",
+        "validation_split",
+    ],
+    "jaxnet.files": ["atomic_writer", "finite", "write_bytes_atomic", "write_json_atomic"],
+    "jaxnet.gradcheck": [
+        "Comparison",
+        "FiniteDifferenceCheck",
+        "GradientMismatchError",
+        "LeafComparison",
+        "LeafFiniteDifference",
+        "assert_close",
+        "assert_vjp",
+        "check_vjp",
+        "compare",
+    ],
+    "jaxnet.initializers": [
+        "INITIALIZERS",
+        "fans",
+        "gain",
+        "get",
+        "glorot_normal",
+        "glorot_uniform",
+        "kaiming_normal",
+        "kaiming_uniform",
+        "lecun_normal",
+        "lsuv",
+        "normal",
+        "orthogonal",
+        "torch_default",
+        "torch_default_bias",
+        "zeros",
+    ],
+    "jaxnet.layers": [
+        "Layer",
+        "LayerError",
+        "apply",
+        "batch_norm",
+        "bernoulli_gate",
+        "dense",
+        "dropout",
+        "embedding",
+        "flatten",
+        "gelu",
+        "general_relu",
+        "init",
+        "layer_norm",
+        "leaky_relu",
+        "plain",
+        "relu",
+        "residual",
+        "run",
+        "serial",
+        "tanh",
+    ],
+    "jaxnet.losses": [
+        "Loss",
+        "NAMES",
+        "as_op",
+        "cross_entropy",
+        "get",
+        "log_softmax",
+        "mse",
+        "sum_squares",
+    ],
+    "jaxnet.lsuv": ["rescale", "unit_std"],
+    "jaxnet.makemore": [
+        "BATCH_NORM",
+        "Model",
+        "calibrate",
+        "from_lecture",
+        "logits_fn",
+        "loss",
+        "make_train_chunk",
+        "model",
+        "nll",
+    ],
+    "jaxnet.matmul": [
+        "LADDER",
+        "broadcast",
+        "einsum",
+        "fori_loops",
+        "matmul",
+        "python_loops",
+        "row_times_column",
+    ],
+    "jaxnet.mlp": ["forward_and_backward", "init_mlp", "mlp", "mlp_loss", "mlp_network"],
+    "jaxnet.names": [
+        "ALPHABET",
+        "FILES",
+        "INSTALL",
+        "NamesError",
+        "PACKAGE",
+        "SPLIT_SEED",
+        "VOCAB",
+        "Windows",
+        "clean",
+        "decode",
+        "encode",
+        "load",
+        "sample",
+        "split",
+        "windows",
+    ],
+    "jaxnet.network": ["GRADS", "apply_ops", "leaf_op", "network_loss"],
+    "jaxnet.ninja": [
+        "EPS",
+        "INTERMEDIATES",
+        "ORDER",
+        "PARAMS",
+        "Row",
+        "autodiff",
+        "backward",
+        "batch_norm_backward",
+        "cmp",
+        "cross_entropy_backward",
+        "forward",
+        "fused_grads",
+        "init_params",
+        "table",
+        "zero_taps",
+    ],
+    "jaxnet.ops": [
+        "linear",
+        "linear_backward",
+        "log_softmax",
+        "mse",
+        "relu",
+        "relu_backward",
+        "softmax_cross_entropy",
+        "sum_squares",
+    ],
+    "jaxnet.parallel": [
+        "AXIS",
+        "assert_same_on_all_processes",
+        "check_batch_size",
+        "initialize",
+        "make_mesh",
+        "put",
+        "replicated",
+        "sharded_batch",
+    ],
+    "jaxnet.profiling": ["dot_signatures", "kernel_counts", "op_kinds", "time_by_kind"],
+    "jaxnet.reference": [
+        "LOSSES",
+        "linear",
+        "log_softmax",
+        "mlp",
+        "mlp_loss",
+        "mse",
+        "relu",
+        "softmax_cross_entropy",
+        "sum_squares",
+    ],
+    "jaxnet.run_config": ["ACTIVATIONS", "Config", "DEFAULTS", "NORMS"],
+    "jaxnet.stats": [
+        "HOLDS",
+        "Moments",
+        "VERDICTS",
+        "Verdict",
+        "chain_stds",
+        "chain_weights",
+        "first_out_of_band",
+        "fixed_scale",
+        "moments",
+        "probe",
+        "safe_moments",
+        "verdict",
+    ],
+    "jaxnet.timing": ["interleaved_medians", "interleaved_times", "median_seconds", "ratio_spread"],
+    "jaxnet.train": [
+        "SCHEDULES",
+        "TrainState",
+        "batches_per_epoch",
+        "epoch_indices",
+        "example_losses",
+        "first_nonfinite",
+        "fit_full_batch",
+        "hand_sgd",
+        "init_state",
+        "make_evaluate",
+        "make_optimizer",
+        "make_schedule",
+        "make_train_epoch",
+        "make_training_optimizer",
+        "pad_rows",
+    ],
+    "jaxnet.trainer": [
+        "Diverged",
+        "Interrupted",
+        "build",
+        "gradient_check",
+        "network",
+        "prepare",
+        "read_metrics",
+        "train_and_evaluate",
+    ],
+    "jaxnet.typing": [
+        "Array",
+        "ArrayLike",
+        "DTypeLike",
+        "DenseParams",
+        "Initializer",
+        "MLPParams",
+        "Params",
+        "PyTree",
+    ],
+}
+
+
+def test_the_public_api_is_exactly_this():
+    got = {"jaxnet": public_names(jaxnet)}
+    got.update({name: public_names(importlib.import_module(name)) for name in public_modules()})
+    assert sorted(got) == sorted(PUBLIC), "public modules changed: update PUBLIC"
+    for module, names in PUBLIC.items():
+        added, removed = set(got[module]) - set(names), set(names) - set(got[module])
+        assert not added and not removed, (
+            f"{module}: added {sorted(added)}, removed {sorted(removed)}"
+        )
+
+
+def test_every_name_in_all_exists():
+    for name in ["jaxnet", *public_modules()]:
+        module = importlib.import_module(name)
+        for attr in getattr(module, "__all__", []):
+            assert hasattr(module, attr), f"{name}.__all__ names {attr!r}, which it lacks"
+
+
+def test_no_module_shadows_the_standard_library():
+    import sys
+
+    for name in public_modules():
+        assert name.split(".")[-1] not in sys.stdlib_module_names or name.endswith(".typing"), name
