@@ -1,0 +1,254 @@
+"""Every comparison of `gradcheck.check`, traced into one jitted program per shape.
+
+The program draws its random cotangents and directions from one key and returns pairs
+(got, want) of flat leaf lists, non-floating leaves as None; the host compares them. A
+check whose tracing raises is recorded as failed (or, for forward mode through a
+custom_vjp, as skipped) in `notes`, filled while the program traces, per signature.
+"""
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnet.gradcheck import gates
+from jaxnet.typing import PyTree
+
+ORACLES_2 = ("rev_over_rev", "fwd_over_rev")
+TRANSFORMS = ("jit", "vmap", "vmap_of_grad", "grad_of_vmap", "scan", "checkpoint")
+BATCH = 2  # examples per transform check; each gets its own cotangent
+SCALE = 8.0  # a power of two: vjp(8 u) = 8 vjp(u) holds to the last bit
+
+
+class Spec(NamedTuple):
+    """What the program computes: static, part of the cache key."""
+
+    order: int
+    transforms: tuple[str, ...]
+    batch_argnums: tuple[int, ...] | None  # None: every argument gets the batch axis
+    contract: bool
+
+
+class TraceFailure(Exception):
+    """The hand VJP itself does not trace; the caller retries without jit."""
+
+
+def is_float(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+def flat(tree: PyTree) -> list:
+    """The leaves of a tree, non-floating ones (integers, float0) as None."""
+    return [x if is_float(x) else None for x in jax.tree_util.tree_leaves(tree)]
+
+
+def draw(key, tree: PyTree, batch: tuple[int, ...] = ()) -> PyTree:
+    """Standard normal leaves like tree's (float0 zeros for non-floating ones)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    return treedef.unflatten([_normal(k, x, batch) for k, x in zip(keys, leaves)])
+
+
+def _normal(key, x, batch):
+    shape = (*batch, *jnp.shape(x))
+    if is_float(x):
+        return jax.random.normal(key, shape, jnp.result_type(x))
+    return np.zeros(shape, jax.dtypes.float0)
+
+
+def _zeros_like(tree):
+    return jax.tree_util.tree_map(lambda x: jnp.zeros_like(x) if is_float(x) else x, tree)
+
+
+def _add(a, b, scale=1.0):
+    return jax.tree_util.tree_map(lambda x, y: x + scale * y if is_float(x) else x, a, b)
+
+
+def _scale(a, s):
+    return jax.tree_util.tree_map(lambda x: s * x if is_float(x) else x, a)
+
+
+def signature(args: PyTree):
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves)
+
+
+def _vjp(fn):
+    """(args, u) -> the cotangents of fn's arguments."""
+    return lambda args, u: jax.vjp(fn, *args)[1](u)
+
+
+def _structure_note(hand, want) -> str:
+    """Why the hand cotangents differ from autodiff's in structure or dtype, or ''."""
+    hand_def, want_def = jax.tree_util.tree_structure(hand), jax.tree_util.tree_structure(want)
+    if hand_def != want_def:
+        return f"cotangent tree {hand_def}, expected {want_def}"
+    for path, h, w in zip(*_paths(want), jax.tree_util.tree_leaves(hand)):
+        if (jnp.shape(h), jnp.result_type(h)) != (jnp.shape(w), jnp.result_type(w)):
+            got = f"{jnp.result_type(h)}{list(jnp.shape(h))}"
+            return f"args{path}: cotangent {got}, expected {jnp.result_type(w)}{list(jnp.shape(w))}"
+    return ""
+
+
+def _paths(tree):
+    flat_with_path, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [jax.tree_util.keystr(p) for p, _ in flat_with_path], [x for _, x in flat_with_path]
+
+
+class _Notes:
+    """Failures and skips found while tracing, by check name."""
+
+    def __init__(self):
+        self.failed: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}
+        self.gates: list[tuple[str, tuple[int, ...]]] = []
+
+    def attempt(self, name: str, fn: Callable, out: dict):
+        try:
+            out[name] = fn()
+        except Exception as e:  # a check that cannot trace is a failed check
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if "forward-mode" in str(e) and name == "fwd_over_rev":
+                self.skipped[name] = f"JAX refuses forward mode through a custom_vjp ({reason})"
+            else:
+                self.failed[name] = reason
+
+
+@functools.lru_cache(maxsize=64)
+def program(f: Callable, reference: Callable | None, spec: Spec):
+    """(jitted battery(args, key) -> dict of (got, want) pairs, notes by signature)."""
+    notes_by_signature: dict = {}
+
+    def battery(args, key):
+        notes = notes_by_signature.setdefault(signature(args), _Notes())
+        return _battery(f, reference, spec, notes, args, key)
+
+    return jax.jit(battery), battery, notes_by_signature
+
+
+def _battery(f, reference, spec, notes, args, key):
+    keys = iter(jax.random.split(key, 8))
+    try:
+        out, hand_vjp = jax.vjp(f, *args)
+        u = draw(next(keys), out)
+        got = hand_vjp(u)
+    except Exception as e:
+        raise TraceFailure(e) from e
+    pairs = {"draws": (flat(u), None), "hand": (flat(got), None)}
+    if reference is not None:
+        notes.attempt("reference", lambda: _reference(reference, args, u, out, got, notes), pairs)
+        pairs.update(pairs.pop("reference", {}))
+    if spec.contract:
+        pairs.update(_contract(hand_vjp, u, got, next(keys)))
+    if spec.order >= 2 and reference is not None:
+        _second_order(f, reference, args, u, got, keys, notes, pairs)
+    if spec.transforms:
+        _transforms(f, args, out, keys, spec, notes, pairs)
+    return pairs
+
+
+def _reference(reference, args, u, out, got, notes):
+    ref_out, ref_vjp = jax.vjp(reference, *args)
+    want = ref_vjp(u)
+    note = _structure_note(got, want)
+    if note:
+        notes.failed["structure"] = note
+    notes.gates = []
+    found = gates.gates(reference, *args)
+    notes.gates = [(g.where, g.shape) for g in found]
+    return {
+        "forward": (flat(out), flat(ref_out)),
+        "reference": (flat(got), flat(want)),
+        "gates": ([g.positive for g in found], None),
+    }
+
+
+def _contract(hand_vjp, u, got, key):
+    u2 = draw(key, u)
+    zero = hand_vjp(_zeros_like(u))
+    return {
+        "zero_cotangent": (flat(zero), flat(_zeros_like(got))),
+        "scaling": (flat(hand_vjp(_scale(u, SCALE))), flat(_scale(got, SCALE))),
+        "additivity": (flat(hand_vjp(_add(u, u2))), flat(_add(got, hand_vjp(u2)))),
+    }
+
+
+def _second_order(f, reference, args, u, got, keys, notes, pairs):
+    w = draw(next(keys), got)
+    tangents = (draw(next(keys), args), draw(next(keys), u))
+
+    def rev_over_rev(fn):
+        return flat(jax.vjp(_vjp(fn), args, u)[1](w))
+
+    def fwd_over_rev(fn):
+        return flat(jax.jvp(_vjp(fn), (args, u), tangents)[1])
+
+    for name, second in zip(ORACLES_2, (rev_over_rev, fwd_over_rev)):
+        notes.attempt(name, lambda second=second: (second(f), second(reference)), pairs)
+
+
+def _batched_axes(args, spec):
+    if spec.batch_argnums is None:
+        return tuple(0 for _ in args)
+    return tuple(0 if i in spec.batch_argnums else None for i in range(len(args)))
+
+
+def _transforms(f, args, out, keys, spec, notes, pairs):
+    axes = _batched_axes(args, spec)
+    us = draw(next(keys), out, (BATCH,))
+    stacked = tuple(
+        a if ax is None else jax.tree_util.tree_map(lambda x: jnp.stack([x] * BATCH), a)
+        for a, ax in zip(args, axes)
+    )
+    hand_vjp = jax.vjp(f, *args)[1]
+    each = [hand_vjp(jax.tree_util.tree_map(lambda x, b=b: x[b], us)) for b in range(BATCH)]
+    per_example = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *each)
+    summed = tuple(
+        p if ax == 0 else jax.tree_util.tree_map(lambda x: jnp.sum(x, 0) if is_float(x) else x, p)
+        for p, ax in zip(per_example, axes)
+    )
+
+    def batched_f(*a):
+        return jax.vmap(f, in_axes=axes)(*a)
+
+    def scanned_f(*a):
+        def step(carry, batched):
+            merged = [b if ax == 0 else x for b, x, ax in zip(batched, a, axes)]
+            return carry, f(*merged)
+
+        xs = [x if ax == 0 else None for x, ax in zip(a, axes)]
+        return jax.lax.scan(step, None, xs)[1]
+
+    u0 = jax.tree_util.tree_map(lambda x: x[0], us)
+    checks = {
+        "vmap": lambda: (flat(jax.vmap(hand_vjp)(us)), flat(per_example)),
+        "vmap_of_grad": lambda: (
+            flat(jax.vmap(lambda a, c: _vjp(f)(a, c), in_axes=(axes, 0))(stacked, us)),
+            flat(per_example),
+        ),
+        "grad_of_vmap": lambda: (flat(_vjp(batched_f)(stacked, us)), flat(summed)),
+        "scan": lambda: (flat(_vjp(scanned_f)(stacked, us)), flat(summed)),
+        "checkpoint": lambda: (flat(_vjp(jax.checkpoint(f))(args, u0)), flat(each[0])),
+        "jit": lambda: (flat(each[0]), None),  # compared on the host with an eager run
+    }
+    for name in spec.transforms:
+        notes.attempt(name, checks[name], pairs)
+    pairs["jit_cotangent"] = (flat(u0), None)
+
+
+def run(f, reference, spec: Spec, args: Sequence[PyTree], key):
+    """(pairs as numpy, notes, jitted): the battery under jit, or eagerly if it cannot trace."""
+    jitted, plain, notes_by_signature = program(f, reference, spec)
+    try:
+        pairs = jitted(tuple(args), key)
+        return jax.device_get(pairs), notes_by_signature[signature(tuple(args))], True
+    except TraceFailure as e:
+        reason = f"{type(e.__cause__).__name__}: {str(e.__cause__).splitlines()[0]}"
+    with jax.disable_jit():
+        notes = notes_by_signature[signature(tuple(args))] = _Notes()
+        pairs = _battery(f, reference, spec, notes, tuple(args), key)
+    notes.failed["jit"] = f"the hand VJP does not trace under jax.jit ({reason})"
+    return jax.device_get(pairs), notes, False

@@ -1,0 +1,210 @@
+"""`check`: the one call that holds a hand-written VJP against every oracle it has."""
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnet.gradcheck import battery, fd, residuals, tolerances
+from jaxnet.gradcheck.report import FAIL, PASS, SKIPPED, WEAK, GradcheckError, Report, Row
+from jaxnet.gradcheck.report import compare_leaf
+from jaxnet.typing import PyTree
+
+ORACLES = ("forward", "reference", "finite_difference", *battery.ORACLES_2)
+CONTRACT = ("structure", "zero_cotangent", "scaling", "additivity")
+
+
+def check(
+    f: Callable[..., PyTree],
+    reference: Callable[..., PyTree] | None,
+    *args: PyTree,
+    order: int = 2,
+    strict: bool = False,
+    transforms: Sequence[str] = (),
+    batch_argnums: Sequence[int] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    finite_differences: bool = True,
+    audit: bool = True,
+    seed: int = 0,
+    raise_on_failure: bool = True,
+) -> Report:
+    """Holds the VJP of f (a custom_vjp, or built on them) against every oracle.
+
+    Under random normal cotangents u (not a sum or a mean), compares: f's output with the
+    reference's; f's VJP with `jax.vjp` of the reference, elementwise; <vjp(u), v> with
+    float64 central differences of <u, f> along a random v per leaf; with order=2, the VJP
+    of the VJP (rev-over-rev) and its JVP (forward-over-reverse; skipped with the reason
+    where JAX refuses forward mode through a custom_vjp) with the reference's. Then the
+    cotangent contract (tree and dtypes as autodiff's, float0 for integer inputs; zero
+    cotangent -> zero; vjp(8u) = 8 vjp(u); vjp(u + u') = vjp(u) + vjp(u')) and the
+    `transforms` asked for. Tolerances come from each leaf's dtype
+    (`gradcheck.tolerances`). One compile per new signature, plus one for the finite
+    differences.
+
+    Args:
+      f: the function with the hand VJP: pytrees of arrays in, a pytree of arrays out.
+      reference: the same function in plain jax.numpy, for `jax.vjp`; None checks
+        against finite differences only.
+      *args: f's arguments: floating leaves are differentiated; integer leaves (labels)
+        must get no cotangent (float0); None is allowed anywhere in the trees.
+      order: 1, or 2 to check second derivatives too.
+      strict: also raise when a check is weak (it could not have failed).
+      transforms: any of "jit", "vmap", "vmap_of_grad", "grad_of_vmap", "scan",
+        "checkpoint" (`battery.TRANSFORMS`); each compares the transformed VJP with
+        the plain one, per example.
+      batch_argnums: the arguments that get the batch axis in the transforms (the others,
+        say params, stay shared); None: all of them.
+      rtol, atol: override the dtype's first-order tolerances.
+      finite_differences: run the finite-difference oracle.
+      audit: report the residual bytes of the hand VJP against the reference's.
+      seed: for every random draw.
+      raise_on_failure: raise `GradcheckError` on failure (and on weakness if strict).
+
+    Returns:
+      The `Report`: `print` it for the table; `.passed`, `.weak`, `.rows`.
+    """
+    _validate(order, transforms, args)
+    spec = battery.Spec(
+        order,
+        tuple(transforms),
+        None if batch_argnums is None else tuple(batch_argnums),
+        contract=True,
+    )
+    pairs, notes, _ = battery.run(f, reference, spec, args, jax.random.key(seed))
+    overrides = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
+    paths = ["args" + p for p in battery._paths(tuple(args))[0]]
+    rows, extra = _rows(pairs, notes, paths, overrides)
+    if finite_differences:
+        rows += _fd_rows(f, args, pairs, paths, overrides)
+    if "jit" in transforms and "jit" in pairs:
+        rows += _jit_rows(f, args, pairs, paths, overrides)
+    rows = _ordered(rows, notes)
+    audit_result = residuals.audit(f, reference, args) if audit and reference else None
+    report = Report(rows, extra, audit_result)
+    if raise_on_failure and (not report.passed or (strict and report.weak)):
+        raise GradcheckError(report)
+    return report
+
+
+def _validate(order, transforms, args):
+    if order not in (1, 2):
+        raise ValueError(f"gradcheck.check: order must be 1 or 2, got {order!r}.")
+    unknown = set(transforms) - set(battery.TRANSFORMS)
+    if unknown:
+        raise ValueError(
+            f"gradcheck.check: unknown transforms {sorted(unknown)}; "
+            f"choose from {', '.join(battery.TRANSFORMS)}."
+        )
+    if not any(battery.is_float(x) for x in jax.tree_util.tree_leaves(args)):
+        raise ValueError("gradcheck.check: no floating argument leaf to differentiate.")
+
+
+def _tolerance(leaf, overrides, order=1):
+    tol = tolerances.for_dtype(jnp.result_type(leaf))
+    if order == 2:
+        return tolerances.scaled(tol, tolerances.SECOND_ORDER_FACTOR)
+    return tol._replace(**overrides)
+
+
+def _pair_rows(name, got, want, paths, overrides, order=1, weak_if_small=False):
+    rows = []
+    for path, g, w in zip(paths, got, want):
+        if w is None:
+            continue
+        tol = _tolerance(w, overrides, order)
+        if g is None:
+            rows.append(Row(name, path, np.shape(w), FAIL, np.inf, None, tol.rtol, "no cotangent"))
+            continue
+        rows.append(compare_leaf(name, path, g, w, tol, weak_if_small=weak_if_small))
+    return rows
+
+
+def _second_order_paths(paths, n_u):
+    return paths + [f"u[{i}]" for i in range(n_u)]
+
+
+def _rows(pairs, notes, paths, overrides):
+    rows, extra = [], []
+    n_out = len(pairs["draws"][0])
+    out_paths = [f"out{i}" if n_out > 1 else "out" for i in range(n_out)]
+    for name in ("forward", "reference", *battery.ORACLES_2):
+        if name not in pairs:
+            continue
+        got, want = pairs[name]
+        order = 2 if name in battery.ORACLES_2 else 1
+        names = out_paths if name == "forward" else paths
+        if order == 2:
+            names = _second_order_paths(paths, n_out)
+        rows += _pair_rows(name, got, want, names, overrides, order, weak_if_small=name != "forward")
+    if "reference" in pairs:
+        rows.append(Row("structure", "-", (), PASS, 0.0, None, 0.0, "tree and dtypes as autodiff's"))
+    for name in ("zero_cotangent", "scaling", "additivity", *battery.TRANSFORMS):
+        if name in pairs and name != "jit":
+            rows += _pair_rows(name, *pairs[name], paths, overrides)
+    if "gates" in pairs:
+        extra += _gate_notes(pairs["gates"][0], notes.gates)
+    return rows, extra
+
+
+def _gate_notes(fractions, gates):
+    found = []
+    for fraction, (where, shape) in zip(fractions, gates):
+        if float(fraction) in (0.0, 1.0):
+            side = "positive" if float(fraction) == 1.0 else "at most 0"
+            found.append(
+                f"weak: every input of {where} {list(shape)} is {side}: a wrong ReLU mask "
+                "would pass; choose inputs on both sides of 0"
+            )
+    return found
+
+
+def _fd_rows(f, args, pairs, paths, overrides):
+    u_leaves, hand = pairs["draws"][0], pairs["hand"][0]
+    v_leaves = [
+        None if h is None else np.asarray(jax.random.normal(jax.random.key(i), h.shape, h.dtype))
+        for i, h in enumerate(hand)
+    ]
+    values, native = fd.directional(f, args, u_leaves, v_leaves)
+    rows = []
+    for path, g, v, d in zip(paths, hand, v_leaves, values):
+        if g is None:
+            continue
+        rows.append(_fd_row(path, g, v, d, native, overrides))
+    return rows
+
+
+def _fd_row(path, g, v, d, native, overrides):
+    tol = tolerances.for_dtype(g.dtype)
+    rtol = overrides.get("rtol", tol.native_fd_rtol if native else tol.fd_rtol)
+    g64, v64 = np.asarray(g, np.float64), np.asarray(v, np.float64)
+    bound = np.linalg.norm(g64) * np.linalg.norm(v64)
+    err = abs(float(np.vdot(g64, v64)) - d) / bound if bound else (0.0 if d == 0 else np.inf)
+    note = f"vjp.v {np.vdot(g64, v64):.6e} vs fd {d:.6e}"
+    if native:
+        note += f"; in {g.dtype} as f refused float64 ({native})"
+    if not err <= rtol:
+        return Row("finite_difference", path, g.shape, FAIL, err, None, rtol, note)
+    verdict = WEAK if bound == 0 or np.max(np.abs(g64)) <= tol.atol else PASS
+    return Row("finite_difference", path, g.shape, verdict, err, None, rtol, note)
+
+
+def _jit_rows(f, args, pairs, paths, overrides):
+    out, hand_vjp = jax.vjp(f, *args)
+    u_leaves, treedef = pairs["jit_cotangent"][0], jax.tree_util.tree_structure(out)
+    zeros = [np.zeros(np.shape(x), jax.dtypes.float0) for x in jax.tree_util.tree_leaves(out)]
+    u = treedef.unflatten([z if x is None else x for x, z in zip(u_leaves, zeros)])
+    eager = battery.flat(hand_vjp(u))
+    return _pair_rows("jit", pairs["jit"][0], [np.asarray(x) if x is not None else None for x in eager], paths, overrides)
+
+
+def _ordered(rows, notes):
+    """Rows for checks that failed or were skipped while tracing, then all rows by check."""
+    for name, reason in notes.failed.items():
+        rows = [r for r in rows if r.check != name or r.verdict == FAIL]
+        rows.append(Row(name, "-", (), FAIL, np.inf, None, 0.0, reason))
+    for name, reason in notes.skipped.items():
+        rows.append(Row(name, "-", (), SKIPPED, 0.0, None, 0.0, reason))
+    order = [*ORACLES, *CONTRACT, *battery.TRANSFORMS]
+    return sorted(rows, key=lambda r: order.index(r.check) if r.check in order else len(order))
