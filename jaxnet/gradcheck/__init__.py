@@ -12,6 +12,7 @@ that prints as a table; `check_layer` does the same for a `jaxnet.layers` layer.
 from jaxnet.gradcheck import tolerances as tolerances
 from jaxnet.gradcheck.battery import TRANSFORMS as TRANSFORMS
 from jaxnet.gradcheck.check import check as check
+from jaxnet.gradcheck.layer import check_layer as check_layer
 from jaxnet.gradcheck.legacy import Comparison as Comparison
 from jaxnet.gradcheck.legacy import FiniteDifferenceCheck as FiniteDifferenceCheck
 from jaxnet.gradcheck.legacy import GradientMismatchError as GradientMismatchError
@@ -40,6 +41,7 @@ __all__ = [
     "assert_close",
     "assert_vjp",
     "check",
+    "check_layer",
     "check_vjp",
     "compare",
     "tolerances",

@@ -14,13 +14,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnet.gradcheck import gates
+from jaxnet.gradcheck import fd, gates
 from jaxnet.typing import PyTree
 
 ORACLES_2 = ("rev_over_rev", "fwd_over_rev")
 TRANSFORMS = ("jit", "vmap", "vmap_of_grad", "grad_of_vmap", "scan", "checkpoint")
 BATCH = 2  # examples per transform check; each gets its own cotangent
 SCALE = 8.0  # a power of two: vjp(8 u) = 8 vjp(u) holds to the last bit
+# The programs run once per shape: compile time dominates, and XLA's backend optimisations
+# roughly double it for no gain here (same verdicts, about half the compile time on CPU).
+COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 class Spec(NamedTuple):
@@ -29,7 +32,8 @@ class Spec(NamedTuple):
     order: int
     transforms: tuple[str, ...]
     batch_argnums: tuple[int, ...] | None  # None: every argument gets the batch axis
-    contract: bool
+    contract: bool = True
+    finite_differences: bool = True
 
 
 class TraceFailure(Exception):
@@ -105,6 +109,7 @@ class _Notes:
         self.failed: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
         self.gates: list[tuple[str, tuple[int, ...]]] = []
+        self.fd_native: str | None = None  # why finite differences did not run in float64
 
     def attempt(self, name: str, fn: Callable, out: dict):
         try:
@@ -126,53 +131,73 @@ def program(f: Callable, reference: Callable | None, spec: Spec):
         notes = notes_by_signature.setdefault(signature(args), _Notes())
         return _battery(f, reference, spec, notes, args, key)
 
-    return jax.jit(battery), battery, notes_by_signature
+    return jax.jit(battery, compiler_options=COMPILER_OPTIONS), battery, notes_by_signature
 
 
 def _battery(f, reference, spec, notes, args, key):
     keys = iter(jax.random.split(key, 8))
     try:
         out, hand_vjp = jax.vjp(f, *args)
-        u = draw(next(keys), out)
-        got = hand_vjp(u)
+        u, u2 = draw(next(keys), out), draw(next(keys), out)
+        us = draw(next(keys), out, (BATCH,)) if spec.transforms else None
+        cots = _cotangents(hand_vjp, u, u2, us, spec.contract)
     except Exception as e:
         raise TraceFailure(e) from e
-    pairs = {"draws": (flat(u), None), "hand": (flat(got), None)}
+    got = cots["u"]
+    pairs = {"draws": (flat(u), None), "hand": (got, None)}
     if reference is not None:
-        notes.attempt("reference", lambda: _reference(reference, args, u, out, got, notes), pairs)
+        notes.attempt("reference", lambda: _reference(reference, args, u, out, hand_vjp, notes), pairs)
         pairs.update(pairs.pop("reference", {}))
     if spec.contract:
-        pairs.update(_contract(hand_vjp, u, got, next(keys)))
+        pairs.update(_contract(cots))
+    if spec.finite_differences:
+        v = flat(draw(next(keys), args))
+        values, native = fd.directional(f, args, flat(u), v)
+        notes.fd_native = native
+        pairs["finite_difference"] = (values, v)
     if spec.order >= 2 and reference is not None:
-        _second_order(f, reference, args, u, got, keys, notes, pairs)
+        _second_order(f, reference, args, u, hand_vjp(u), keys, notes, pairs)
     if spec.transforms:
-        _transforms(f, args, out, keys, spec, notes, pairs)
+        _transforms(f, args, us, cots, spec, notes, pairs)
     return pairs
 
 
-def _reference(reference, args, u, out, got, notes):
+def _cotangents(hand_vjp, u, u2, us, contract):
+    """The hand VJP of every cotangent the checks need, by one `lax.map` of one backward."""
+    named = {"u": u}
+    if contract:
+        named.update(zero=_zeros_like(u), scaled=_scale(u, SCALE), u2=u2, sum=_add(u, u2))
+    for b in range(BATCH if us is not None else 0):
+        named[f"example{b}"] = jax.tree_util.tree_map(lambda x, b=b: x[b], us)
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *named.values())
+    results = jax.lax.map(lambda c: flat(hand_vjp(c)), stacked)
+    return {
+        name: [None if r is None else r[i] for r in results] for i, name in enumerate(named)
+    }
+
+
+def _reference(reference, args, u, out, hand_vjp, notes):
     ref_out, ref_vjp = jax.vjp(reference, *args)
     want = ref_vjp(u)
-    note = _structure_note(got, want)
+    note = _structure_note(hand_vjp(u), want)
     if note:
         notes.failed["structure"] = note
-    notes.gates = []
     found = gates.gates(reference, *args)
     notes.gates = [(g.where, g.shape) for g in found]
     return {
         "forward": (flat(out), flat(ref_out)),
-        "reference": (flat(got), flat(want)),
+        "reference": (flat(hand_vjp(u)), flat(want)),
         "gates": ([g.positive for g in found], None),
     }
 
 
-def _contract(hand_vjp, u, got, key):
-    u2 = draw(key, u)
-    zero = hand_vjp(_zeros_like(u))
+def _contract(cots):
+    zeros = [None if g is None else jnp.zeros_like(g) for g in cots["u"]]
+    add = [None if a is None else a + b for a, b in zip(cots["u"], cots["u2"])]
     return {
-        "zero_cotangent": (flat(zero), flat(_zeros_like(got))),
-        "scaling": (flat(hand_vjp(_scale(u, SCALE))), flat(_scale(got, SCALE))),
-        "additivity": (flat(hand_vjp(_add(u, u2))), flat(_add(got, hand_vjp(u2)))),
+        "zero_cotangent": (cots["zero"], zeros),
+        "scaling": (cots["scaled"], [None if g is None else SCALE * g for g in cots["u"]]),
+        "additivity": (cots["sum"], add),
     }
 
 
@@ -196,20 +221,23 @@ def _batched_axes(args, spec):
     return tuple(0 if i in spec.batch_argnums else None for i in range(len(args)))
 
 
-def _transforms(f, args, out, keys, spec, notes, pairs):
+def _stack_flat(lists):
+    return [None if xs[0] is None else jnp.stack(xs) for xs in zip(*lists)]
+
+
+def _transforms(f, args, us, cots, spec, notes, pairs):
     axes = _batched_axes(args, spec)
-    us = draw(next(keys), out, (BATCH,))
     stacked = tuple(
         a if ax is None else jax.tree_util.tree_map(lambda x: jnp.stack([x] * BATCH), a)
         for a, ax in zip(args, axes)
     )
+    each = [cots[f"example{b}"] for b in range(BATCH)]
+    per_example = _stack_flat(each)
+    leaf_axes = [ax for a, ax in zip(args, axes) for _ in jax.tree_util.tree_leaves(a)]
+    summed = [
+        p if ax == 0 or p is None else jnp.sum(p, 0) for p, ax in zip(per_example, leaf_axes)
+    ]
     hand_vjp = jax.vjp(f, *args)[1]
-    each = [hand_vjp(jax.tree_util.tree_map(lambda x, b=b: x[b], us)) for b in range(BATCH)]
-    per_example = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *each)
-    summed = tuple(
-        p if ax == 0 else jax.tree_util.tree_map(lambda x: jnp.sum(x, 0) if is_float(x) else x, p)
-        for p, ax in zip(per_example, axes)
-    )
 
     def batched_f(*a):
         return jax.vmap(f, in_axes=axes)(*a)
@@ -224,15 +252,15 @@ def _transforms(f, args, out, keys, spec, notes, pairs):
 
     u0 = jax.tree_util.tree_map(lambda x: x[0], us)
     checks = {
-        "vmap": lambda: (flat(jax.vmap(hand_vjp)(us)), flat(per_example)),
+        "vmap": lambda: (flat(jax.vmap(hand_vjp)(us)), per_example),
         "vmap_of_grad": lambda: (
             flat(jax.vmap(lambda a, c: _vjp(f)(a, c), in_axes=(axes, 0))(stacked, us)),
-            flat(per_example),
+            per_example,
         ),
-        "grad_of_vmap": lambda: (flat(_vjp(batched_f)(stacked, us)), flat(summed)),
-        "scan": lambda: (flat(_vjp(scanned_f)(stacked, us)), flat(summed)),
-        "checkpoint": lambda: (flat(_vjp(jax.checkpoint(f))(args, u0)), flat(each[0])),
-        "jit": lambda: (flat(each[0]), None),  # compared on the host with an eager run
+        "grad_of_vmap": lambda: (flat(_vjp(batched_f)(stacked, us)), summed),
+        "scan": lambda: (flat(_vjp(scanned_f)(stacked, us)), summed),
+        "checkpoint": lambda: (flat(_vjp(jax.checkpoint(f))(args, u0)), each[0]),
+        "jit": lambda: (each[0], None),  # compared on the host with an eager run
     }
     for name in spec.transforms:
         notes.attempt(name, checks[name], pairs)

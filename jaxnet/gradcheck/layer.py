@@ -1,0 +1,122 @@
+"""`check_layer`: `gradcheck.check` on a `jaxnet.layers` layer or network, train and eval.
+
+A layer is (init, forward, backward): forward(params, state, x, *, train, key) returns
+(out, residual, new_state) and backward(params, residual, g) returns (dparams, dx). Its
+hand VJP is forward and backward tied into a `jax.custom_vjp` of (params, x); the
+reference is `jax.vjp` of the forward's output, unless another is given.
+"""
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike, DTypeLike
+
+from jaxnet.gradcheck import battery
+from jaxnet.gradcheck.check import check
+from jaxnet.gradcheck.report import GradcheckError, Report
+from jaxnet.typing import PyTree
+
+MODES = ("train", "eval")
+
+
+def hand_vjp(layer, state: PyTree, *, train: bool, key=None) -> Callable:
+    """(params, x) -> out, with the layer's own backward as its VJP."""
+
+    @jax.custom_vjp
+    def apply(params, x):
+        return layer.forward(params, state, x, train=train, key=key)[0]
+
+    def apply_fwd(params, x):
+        out, residual, _ = layer.forward(params, state, x, train=train, key=key)
+        return out, (params, residual)
+
+    def apply_bwd(saved, g):
+        params, residual = saved
+        return tuple(layer.backward(params, residual, g))
+
+    apply.defvjp(apply_fwd, apply_bwd)
+    return apply
+
+
+def autodiff_reference(layer, state: PyTree, *, train: bool, key=None) -> Callable:
+    """(params, x) -> out, the layer's forward for `jax.vjp` to differentiate."""
+    return lambda params, x: layer.forward(params, state, x, train=train, key=key)[0]
+
+
+def away_from_zero(key, params: PyTree, scale: float = 0.1) -> PyTree:
+    """Adds scale * N(0, 1) to every floating leaf: a zero init can hide a wrong backward."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    moved = [
+        x + scale * jax.random.normal(k, jnp.shape(x), x.dtype) if battery.is_float(x) else x
+        for k, x in zip(keys, leaves)
+    ]
+    return treedef.unflatten(moved)
+
+
+def check_layer(
+    layer,
+    input_shape: Sequence[int],
+    *,
+    x: ArrayLike | None = None,
+    dtype: DTypeLike = jnp.float32,
+    modes: Sequence[str] = MODES,
+    reference: Callable | None = None,
+    transforms: Sequence[str] = battery.TRANSFORMS,
+    order: int = 2,
+    strict: bool = False,
+    seed: int = 0,
+    raise_on_failure: bool = True,
+    **kwargs,
+) -> Report:
+    """Checks a layer's backward in train and eval mode, under every transform.
+
+    Args:
+      layer: a `jaxnet.layers.Layer` (a `serial` network is one too).
+      input_shape: x's shape, batch axis first, for `layer.init`.
+      x: the input; default N(0, 1) of input_shape and dtype (pass integer ids for an
+        embedding).
+      dtype: of the params and of the default x.
+      modes: "train" and/or "eval" (dropout and batch_norm differ between them).
+      reference: (params, state, x, *, train, key) -> out in plain jax.numpy; default the
+        layer's own forward, differentiated by `jax.vjp`.
+      transforms, order, strict, seed: as `gradcheck.check`; x gets the batch axis.
+      raise_on_failure: raise `GradcheckError` with the combined report on failure.
+      **kwargs: passed on to `gradcheck.check` (rtol, atol, ...).
+
+    Returns:
+      One `Report` for all modes; each row's check is prefixed with its mode.
+    """
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise ValueError(f"check_layer: unknown modes {sorted(unknown)}; use 'train', 'eval'.")
+    init_key, move_key, x_key, dropout_key = jax.random.split(jax.random.key(seed), 4)
+    _, params, state = layer.init(init_key, tuple(input_shape), dtype)
+    params = away_from_zero(move_key, params)
+    x = jax.random.normal(x_key, tuple(input_shape), dtype) if x is None else jnp.asarray(x)
+    reports = {}
+    for mode in modes:
+        train = mode == "train"
+        ref = autodiff_reference(layer, state, train=train, key=dropout_key)
+        if reference is not None:
+            ref = _bound(reference, state, train, dropout_key)
+        f = hand_vjp(layer, state, train=train, key=dropout_key)
+        reports[mode] = check(f, ref, params, x, order=order, transforms=transforms,
+                              batch_argnums=(1,), arg_names=("params", "x"), seed=seed,
+                              raise_on_failure=False, **kwargs)  # fmt: skip
+    report = _combine(reports)
+    if raise_on_failure and (not report.passed or (strict and report.weak)):
+        raise GradcheckError(report)
+    return report
+
+
+def _bound(reference, state, train, key):
+    return lambda params, x: reference(params, state, x, train=train, key=key)
+
+
+def _combine(reports: dict[str, Report]) -> Report:
+    rows = [r._replace(check=f"{mode} {r.check}") for mode, rep in reports.items() for r in rep.rows]
+    notes = [f"{mode}: {n}" for mode, rep in reports.items() for n in rep.notes]
+    audit = next(iter(reports.values())).residuals
+    return Report(rows, notes, audit)
