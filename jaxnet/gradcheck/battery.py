@@ -6,6 +6,7 @@ check whose tracing raises is recorded as failed (or, for forward mode through a
 custom_vjp, as skipped) in `notes`, filled while the program traces, per signature.
 """
 
+import copy
 import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -90,7 +91,7 @@ def _structure_note(hand, want) -> str:
     hand_def, want_def = jax.tree_util.tree_structure(hand), jax.tree_util.tree_structure(want)
     if hand_def != want_def:
         return f"cotangent tree {hand_def}, expected {want_def}"
-    for path, h, w in zip(*_paths(want), jax.tree_util.tree_leaves(hand)):
+    for path, w, h in zip(*_paths(want), jax.tree_util.tree_leaves(hand)):
         if (jnp.shape(h), jnp.result_type(h)) != (jnp.shape(w), jnp.result_type(w)):
             got = f"{jnp.result_type(h)}{list(jnp.shape(h))}"
             return f"args{path}: cotangent {got}, expected {jnp.result_type(w)}{list(jnp.shape(w))}"
@@ -209,10 +210,28 @@ def _second_order(f, reference, args, u, got, keys, notes, pairs):
         return flat(jax.vjp(_vjp(fn), args, u)[1](w))
 
     def fwd_over_rev(fn):
-        return flat(jax.jvp(_vjp(fn), (args, u), tangents)[1])
+        def tangent_out(a, c):
+            return flat(jax.jvp(_vjp(fn), (a, c), tangents)[1])
+
+        eager = jax.config.jax_disable_jit  # eagerly, jax.jvp raises the error itself
+        if not eager and _uses(jax.make_jaxpr(tangent_out)(args, u).jaxpr, "custom_lin"):
+            # JAX traces it, then refuses at lowering: say so now, as the eager error does
+            raise TypeError("can't apply forward-mode autodiff (jvp) to a custom_vjp function.")
+        return tangent_out(args, u)
 
     for name, second in zip(ORACLES_2, (rev_over_rev, fwd_over_rev)):
         notes.attempt(name, lambda second=second: (second(f), second(reference)), pairs)
+
+
+def _uses(jaxpr, primitive: str) -> bool:
+    """Whether a jaxpr or any jaxpr inside it binds `primitive`."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == primitive:
+            return True
+        inner = [p.jaxpr if hasattr(p, "jaxpr") else p for p in eqn.params.values()]
+        if any(_uses(j, primitive) for j in inner if hasattr(j, "eqns")):
+            return True
+    return False
 
 
 def _batched_axes(args, spec):
@@ -268,15 +287,56 @@ def _transforms(f, args, us, cots, spec, notes, pairs):
 
 
 def run(f, reference, spec: Spec, args: Sequence[PyTree], key):
-    """(pairs as numpy, notes, jitted): the battery under jit, or eagerly if it cannot trace."""
-    jitted, plain, notes_by_signature = program(f, reference, spec)
+    """(pairs as numpy, notes): the battery under jit, else part by part, else eagerly.
+
+    A check that traces but cannot lower or run (a tracer leaked into a constant) fails
+    the whole program; then each part runs in its own program, to name the one at fault.
+    """
+    jitted, _, notes_by_signature = program(f, reference, spec)
     try:
-        pairs = jitted(tuple(args), key)
-        return jax.device_get(pairs), notes_by_signature[signature(tuple(args))], True
+        pairs = jax.device_get(jitted(tuple(args), key))
+        return pairs, notes_by_signature[signature(tuple(args))]
     except TraceFailure as e:
-        reason = f"{type(e.__cause__).__name__}: {str(e.__cause__).splitlines()[0]}"
+        return _eager(f, reference, spec, args, key, e)
+    except Exception:
+        if spec == _base(spec):
+            raise
+    return _by_parts(f, reference, spec, args, key)
+
+
+def _base(spec):
+    return spec._replace(order=1, transforms=())
+
+
+def _by_parts(f, reference, spec, args, key):
+    pairs, notes = run(f, reference, _base(spec), args, key)
+    notes = copy.deepcopy(notes)  # the cached program's notes stay as traced
+    parts = [(ORACLES_2, spec._replace(transforms=()))] if spec.order == 2 else []
+    parts += [((name,), _base(spec)._replace(transforms=(name,))) for name in spec.transforms]
+    for names, part in parts:
+        try:
+            part_pairs, part_notes = run(f, reference, part, args, key)
+        except Exception as e:  # noqa: BLE001 - the failure is the verdict
+            for name in names:
+                notes.failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            continue
+        pairs.update({n: part_pairs[n] for n in (*names, "jit_cotangent") if n in part_pairs})
+        _merge(notes, part_notes, names)
+    return pairs, notes
+
+
+def _merge(notes, part_notes, names):
+    for name in names:
+        for kind in ("failed", "skipped"):
+            if name in getattr(part_notes, kind):
+                getattr(notes, kind)[name] = getattr(part_notes, kind)[name]
+
+
+def _eager(f, reference, spec, args, key, failure):
+    cause = failure.__cause__
+    reason = f"{type(cause).__name__}: {str(cause).splitlines()[0]}"
     with jax.disable_jit():
-        notes = notes_by_signature[signature(tuple(args))] = _Notes()
+        notes = _Notes()
         pairs = _battery(f, reference, spec, notes, tuple(args), key)
     notes.failed["jit"] = f"the hand VJP does not trace under jax.jit ({reason})"
-    return jax.device_get(pairs), notes, False
+    return jax.device_get(pairs), notes

@@ -74,14 +74,15 @@ def check(
         None if batch_argnums is None else tuple(batch_argnums),
         finite_differences=finite_differences,
     )
-    pairs, notes, _ = battery.run(f, reference, spec, args, jax.random.key(seed))
+    pairs, notes = battery.run(f, reference, spec, args, jax.random.key(seed))
     overrides = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
     paths = _names(args, arg_names)
-    rows, extra = _rows(pairs, notes, paths, overrides)
+    dtypes = [jnp.result_type(x) for x in jax.tree_util.tree_leaves(args)]
+    rows, extra = _rows(pairs, notes, paths, dtypes, overrides)
     if finite_differences:
         rows += _fd_rows(pairs, notes, paths, overrides)
     if "jit" in transforms and "jit" in pairs:
-        rows += _jit_rows(f, args, pairs, paths, overrides)
+        rows += _jit_rows(f, args, pairs, paths, dtypes, overrides)
     rows = _ordered(rows, notes)
     audit_result = residuals.audit(f, reference, args) if audit and reference else None
     report = Report(rows, extra, audit_result)
@@ -109,19 +110,20 @@ def _names(args, arg_names):
     return [n + p for n, a in zip(arg_names, args) for p in battery._paths(a)[0]]
 
 
-def _tolerance(leaf, overrides, order=1):
-    tol = tolerances.for_dtype(jnp.result_type(leaf))
+def _tolerance(dtype, overrides, order=1):
+    tol = tolerances.for_dtype(dtype)
     if order == 2:
         return tolerances.scaled(tol, tolerances.SECOND_ORDER_FACTOR)
     return tol._replace(**overrides)
 
 
-def _pair_rows(name, got, want, paths, overrides, order=1, weak_if_small=False):
+def _pair_rows(name, got, want, paths, dtypes, overrides, order=1, weak_if_small=False):
+    """Rows for one check; the tolerance follows the primal's dtype, not the cotangent's."""
     rows = []
-    for path, g, w in zip(paths, got, want):
+    for path, g, w, dtype in zip(paths, got, want, dtypes):
         if w is None:
             continue
-        tol = _tolerance(w, overrides, order)
+        tol = _tolerance(dtype, overrides, order)
         if g is None:
             rows.append(Row(name, path, np.shape(w), FAIL, np.inf, None, tol.rtol, "no cotangent"))
             continue
@@ -129,32 +131,25 @@ def _pair_rows(name, got, want, paths, overrides, order=1, weak_if_small=False):
     return rows
 
 
-def _second_order_paths(paths, n_u):
-    return paths + [f"u[{i}]" for i in range(n_u)]
-
-
-def _rows(pairs, notes, paths, overrides):
-    rows, extra = [], []
-    n_out = len(pairs["draws"][0])
-    out_paths = [f"out{i}" if n_out > 1 else "out" for i in range(n_out)]
-    for name in ("forward", "reference", *battery.ORACLES_2):
-        if name not in pairs:
-            continue
-        got, want = pairs[name]
-        order = 2 if name in battery.ORACLES_2 else 1
-        names = out_paths if name == "forward" else paths
-        if order == 2:
-            names = _second_order_paths(paths, n_out)
-        weak = name == "reference"  # a zero second derivative is often the true one (ReLU)
-        rows += _pair_rows(name, got, want, names, overrides, order, weak_if_small=weak)
-    if "reference" in pairs:
+def _rows(pairs, notes, paths, dtypes, overrides):
+    u = pairs["draws"][0]
+    out_paths = [f"out{i}" if len(u) > 1 else "out" for i in range(len(u))]
+    out_dtypes = [None if x is None else x.dtype for x in u]
+    rows = []
+    if "forward" in pairs:
+        rows += _pair_rows("forward", *pairs["forward"], out_paths, out_dtypes, overrides)
+        rows += _pair_rows("reference", *pairs["reference"], paths, dtypes, overrides,
+                           weak_if_small=True)  # fmt: skip
         rows.append(Row("structure", "-", (), PASS, 0.0, None, 0.0, "tree and dtypes as autodiff's"))
+    for name in battery.ORACLES_2:
+        if name in pairs:  # a zero second derivative is often the true one (ReLU): never weak
+            rows += _pair_rows(name, *pairs[name], paths + [f"u{p[3:]}" for p in out_paths],
+                               dtypes + out_dtypes, overrides, order=2)  # fmt: skip
     for name in ("zero_cotangent", "scaling", "additivity", *battery.TRANSFORMS):
-        if name in pairs and name != "jit":
-            rows += _pair_rows(name, *pairs[name], paths, overrides)
-    if "gates" in pairs:
-        extra += _gate_notes(pairs["gates"][0], notes.gates)
-    return rows, extra
+        if name in pairs and name != "jit":  # a zero cotangent must give exactly zero
+            exact = {"atol": 0.0} if name == "zero_cotangent" else {}
+            rows += _pair_rows(name, *pairs[name], paths, dtypes, {**overrides, **exact})
+    return rows, _gate_notes(pairs["gates"][0], notes.gates) if "gates" in pairs else []
 
 
 def _gate_notes(fractions, gates):
@@ -179,27 +174,30 @@ def _fd_rows(pairs, notes, paths, overrides):
 
 
 def _fd_row(path, g, v, d, native, overrides):
+    # |<g, v> - fd| <= rtol (|g| |v| + atol |v| sqrt(size)): Cauchy-Schwarz, and atol per element
     tol = tolerances.for_dtype(g.dtype)
     rtol = overrides.get("rtol", tol.native_fd_rtol if native else tol.fd_rtol)
     g64, v64 = np.asarray(g, np.float64), np.asarray(v, np.float64)
-    bound = np.linalg.norm(g64) * np.linalg.norm(v64)
-    err = abs(float(np.vdot(g64, v64)) - d) / bound if bound else (0.0 if d == 0 else np.inf)
-    note = f"vjp.v {np.vdot(g64, v64):.6e} vs fd {d:.6e}"
+    bound = np.linalg.norm(v64) * (np.linalg.norm(g64) + tol.atol * np.sqrt(g64.size))
+    vjp_v = float(np.vdot(g64, v64))
+    err = abs(vjp_v - d) / bound if np.isfinite(vjp_v - d) else np.inf
+    note = f"vjp.v {vjp_v:.6e} vs fd {d:.6e}"
     if native:
-        note += f"; in {g.dtype} as f refused float64 ({native})"
+        note += f"; in {g.dtype}, as f refused float64 ({native})"
     if not err <= rtol:
         return Row("finite_difference", path, g.shape, FAIL, err, None, rtol, note)
-    verdict = WEAK if bound == 0 or np.max(np.abs(g64)) <= tol.atol else PASS
+    verdict = WEAK if np.max(np.abs(g64), initial=0.0) <= tol.atol else PASS
     return Row("finite_difference", path, g.shape, verdict, err, None, rtol, note)
 
 
-def _jit_rows(f, args, pairs, paths, overrides):
+def _jit_rows(f, args, pairs, paths, dtypes, overrides):
     out, hand_vjp = jax.vjp(f, *args)
     u_leaves, treedef = pairs["jit_cotangent"][0], jax.tree_util.tree_structure(out)
     zeros = [np.zeros(np.shape(x), jax.dtypes.float0) for x in jax.tree_util.tree_leaves(out)]
     u = treedef.unflatten([z if x is None else x for x, z in zip(u_leaves, zeros)])
     eager = battery.flat(hand_vjp(u))
-    return _pair_rows("jit", pairs["jit"][0], [np.asarray(x) if x is not None else None for x in eager], paths, overrides)
+    eager = [None if x is None else np.asarray(x) for x in eager]
+    return _pair_rows("jit", pairs["jit"][0], eager, paths, dtypes, overrides)
 
 
 def _ordered(rows, notes):

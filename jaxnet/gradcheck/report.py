@@ -105,8 +105,8 @@ class Report(NamedTuple):
     def __str__(self) -> str:
         header = ["check", "leaf", "shape", "verdict", "max rel err", "worst at", "rtol", "note"]
         body = [
-            [r.check, r.leaf, str(r.shape), r.verdict, _err(r), _index(r.worst), f"{r.rtol:.0e}",
-             r.note]
+            [r.check, r.leaf, str(r.shape), r.verdict, _err(r), _index(r.worst),
+             f"{r.rtol:.0e}" if r.rtol else "-", r.note]
             for r in self.rows
         ]  # fmt: skip
         lines = [self.summary(), table(header, body), *self.notes]

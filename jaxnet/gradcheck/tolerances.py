@@ -67,6 +67,7 @@ def elementwise_error(got: np.ndarray, want: np.ndarray, rtol: float, atol: floa
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     scale = float(np.max(np.abs(want), initial=0.0, where=np.isfinite(want)))
     atol_eff = atol * max(1.0, scale)
-    err = np.abs(got - want) / (np.abs(want) + atol_eff / rtol)
+    with np.errstate(divide="ignore", invalid="ignore"):  # atol 0: exact where want is 0
+        err = np.abs(got - want) / (np.abs(want) + atol_eff / rtol)
     same_nonfinite = (got == want) | (np.isnan(got) & np.isnan(want))
     return np.where(np.isfinite(err), err, np.where(same_nonfinite, 0.0, np.inf))
