@@ -292,16 +292,20 @@ def run(f, reference, spec: Spec, args: Sequence[PyTree], key):
     A check that traces but cannot lower or run (a tracer leaked into a constant) fails
     the whole program; then each part runs in its own program, to name the one at fault.
     """
-    jitted, _, notes_by_signature = program(f, reference, spec)
     try:
-        pairs = jax.device_get(jitted(tuple(args), key))
-        return pairs, notes_by_signature[signature(tuple(args))]
+        return _run_once(f, reference, spec, args, key)
     except TraceFailure as e:
         return _eager(f, reference, spec, args, key, e)
     except Exception:
         if spec == _base(spec):
             raise
     return _by_parts(f, reference, spec, args, key)
+
+
+def _run_once(f, reference, spec, args, key):
+    jitted, _, notes_by_signature = program(f, reference, spec)
+    pairs = jax.device_get(jitted(tuple(args), key))
+    return pairs, notes_by_signature[signature(tuple(args))]
 
 
 def _base(spec):
@@ -315,7 +319,7 @@ def _by_parts(f, reference, spec, args, key):
     parts += [((name,), _base(spec)._replace(transforms=(name,))) for name in spec.transforms]
     for names, part in parts:
         try:
-            part_pairs, part_notes = run(f, reference, part, args, key)
+            part_pairs, part_notes = _run_once(f, reference, part, args, key)
         except Exception as e:  # noqa: BLE001 - the failure is the verdict
             for name in names:
                 notes.failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
