@@ -183,7 +183,9 @@ class Run:
         self.epoch_fn = train.make_train_epoch(
             self.loss, self.optimizer, config["batch_size"], mesh, augment=augment
         )
-        self.evaluate_fn = train.make_evaluate(config["loss"], mesh)
+        self.evaluate_fn = train.make_evaluate(
+            jaxnet.mlp_network(sizes, init=config["init"]), config["loss"], mesh
+        )
         init_key, shuffle_key = jax.random.split(jax.random.key(config["seed"]))
         params = jaxnet.init_mlp(init_key, sizes, init=config["init"])
         state = train.init_state(params, self.optimizer, shuffle_key)
@@ -229,7 +231,7 @@ class Run:
         record = {"train_loss": float(np.mean(jax.device_get(losses)))}
         seconds = time.perf_counter() - start
         for name, arrays in self.eval_sets.items():
-            loss, accuracy = jax.device_get(self.evaluate_fn(self.state.params, *arrays))
+            loss, accuracy = jax.device_get(self.evaluate_fn(self.state.params, {}, *arrays))
             record[f"{name}_loss"], record[f"{name}_accuracy"] = float(loss), float(accuracy)
         record["samples_per_second"] = self.n_train / seconds
         return record

@@ -13,8 +13,7 @@ import numpy as np
 
 from jaxnet.typing import ArrayLike
 
-LOSSES = ("mse", "sum_squares", "cross_entropy")
-GRADS = ("fused", "ops", "autodiff")
+GRADS = ("fused", "ops", "autodiff")  # the gradient modes of network_loss and mlp_loss
 
 
 def one_of(value: str, choices: Sequence[str], argument: str) -> str:
@@ -160,15 +159,6 @@ def check_labels(logits_shape: tuple[int, ...], labels: ArrayLike, what: str) ->
                 f"{what}: labels must lie in [0, {classes}) for {classes} classes; found "
                 f"{bad.size} outside, e.g. {bad[:5].tolist()}."
             )
-
-
-def check_target(loss: str, pred_shape: tuple[int, ...], y: ArrayLike, dtype, what: str):
-    """Checks y for `loss` against a prediction of shape pred_shape."""
-    one_of(loss, LOSSES, "loss")
-    if loss == "cross_entropy":
-        check_labels(pred_shape, y, what)
-    else:
-        check_regression_target(pred_shape, y, dtype, what)
 
 
 def output_shape(params, x: ArrayLike) -> tuple[int, ...]:

@@ -34,6 +34,13 @@ import numpy as np
 
 from jaxnet.io import atomic_writer
 
+try:  # the functions numpy's arrays pickle themselves with, named numpy._core since numpy 2
+    from numpy._core.multiarray import _reconstruct
+    from numpy._core.numeric import _frombuffer
+except ImportError:  # numpy 1.x
+    from numpy.core.multiarray import _reconstruct
+    from numpy.core.numeric import _frombuffer
+
 DATASETS = ("digits", "mnist", "fashion_mnist", "synthetic")
 CACHE_ENV = "JAXNET_DATA_DIR"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -216,46 +223,116 @@ def load_idx_folder(folder: str | os.PathLike, name: str, num_classes: int = 10)
     return Dataset(name, *parts, num_classes)
 
 
-class _ArraysOnly(pickle.Unpickler):
-    """Builds numpy arrays, dtypes, tuples and lists; refuses every other global.
+class _Refused(pickle.UnpicklingError):
+    """The pickle asks for something that numpy arrays never need."""
 
-    A pickle can call any importable function while it loads; this one can only call the
-    two functions numpy's own arrays pickle themselves with.
+
+def _dtype(*args):
+    """numpy.dtype, refusing object dtypes: their elements would be arbitrary Python objects."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise _Refused(f"refused an object array (dtype {dtype})")
+    return dtype
+
+
+def _latin1_encode(text: str, encoding: str) -> bytes:
+    """_codecs.encode(text, "latin1"), as pickles below protocol 3 rebuild bytes; no other codec.
+
+    The codec is checked at call time, before it is looked up: other codecs decompress, and
+    looking one up can import modules.
+    """
+    if encoding not in ("latin1", "latin-1"):
+        raise _Refused(f"refused _codecs.encode with encoding {encoding!r}, not 'latin1'")
+    return str.encode(text, "latin-1")  # str.encode: text must be a str
+
+
+def _empty_bytes():
+    """bytes(), the call that pickles below protocol 3 write for b''."""
+    return b""
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Builds numpy arrays, bytes, tuples and lists; refuses every other global.
+
+    A pickle can call any importable function while it loads. This one can call only what
+    numpy arrays need at protocols 0-5, under numpy 1.x and 2.x module names (protocol 5
+    rebuilds them with _frombuffer from an in-band bytearray), and each of those refuses
+    object dtypes or anything but latin-1.
     """
 
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
+    _GLOBALS = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): _dtype,
+        ("_codecs", "encode"): _latin1_encode,
+        ("__builtin__", "bytes"): _empty_bytes,
+        ("builtins", "bytes"): _empty_bytes,
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1.x names
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # protocol 5
+        ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     }
 
     def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refused to load global {module}.{name}")
-        return super().find_class(module, name)
+        if (module, name) not in self._GLOBALS:
+            raise _Refused(f"refused to load global {module}.{name}")
+        return self._GLOBALS[module, name]
+
+
+# What unpickling a damaged or foreign file raises, from the unpickler and numpy's constructors.
+_BAD_PICKLE = (
+    pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
+    OverflowError, MemoryError,
+)  # fmt: skip
+
+_ARRAYS_ONLY = (
+    "this loader builds numpy arrays only, since a pickle can run any code. If you trust the "
+    "file, load it with pickle and save the arrays with numpy.savez."
+)
+
+
+def _unpickle_arrays(data: bytes, path):
+    try:
+        return _ArraysOnly(io.BytesIO(data), encoding="latin1").load()
+    except _Refused as e:
+        raise _fault(path, f"{e}: {_ARRAYS_ONLY}") from None
+    except _BAD_PICKLE as e:
+        raise _fault(
+            path, f"is truncated or not a pickle of numpy arrays ({e}); get it again."
+        ) from None
+
+
+def _is_three_splits(parts) -> bool:
+    pairs = isinstance(parts, tuple | list) and len(parts) == 3
+    pairs = pairs and all(isinstance(p, tuple | list) and len(p) == 2 for p in parts)
+    return pairs and all(isinstance(a, np.ndarray) for p in parts for a in p)
+
+
+def _unit_pixels(x: np.ndarray, path) -> np.ndarray:
+    """Pixels as floats in [0, 1]: uint8 0..255 is scaled, other numbers must lie in [0, 1]."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255
+    if x.dtype.kind not in "iuf":
+        raise _fault(path, f"pixels have dtype {x.dtype}; expected uint8 or floats in [0, 1].")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise _fault(path, f"pixels range over [{x.min()}, {x.max()}]; expected [0, 1] "
+                           "(or uint8 0..255).")  # fmt: skip
+    return x
 
 
 def load_pickle(path: str | os.PathLike, num_classes: int = 10) -> Dataset:
     """The lessons' mnist.pkl.gz: ((x_train, y_train), (x_valid, y_valid), (x_test, y_test)).
 
-    Pixels are floats in [0, 1]. The validation third is appended to the training set; the
-    trainer makes its own validation split.
+    Loads any pickle protocol 0-5, Python 2 pickles and numpy 1.x or 2.x arrays, and builds
+    numpy arrays only. Pixels come back as floats in [0, 1] (uint8 0..255 is scaled). The
+    validation third is appended to the training set; the trainer makes its own validation
+    split.
     """
-    data = read_bytes(path)
-    try:
-        parts = _ArraysOnly(io.BytesIO(data), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise _fault(path, f"is not an MNIST pickle of numpy arrays ({e}).") from None
-    if not (isinstance(parts, tuple) and len(parts) == 3 and all(
-            isinstance(p, tuple) and len(p) == 2 for p in parts)):  # fmt: skip
-        raise _fault(path, "expected ((x_train, y_train), (x_valid, y_valid), (x_test, y_test)).")
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (
-        _split(np.asarray(x), np.asarray(y), (path, path), num_classes) for x, y in parts
-    )
-    for x in (x_tr, x_va, x_te):
-        if x.min() < 0 or x.max() > 1:
-            raise _fault(path, f"pixels range over [{x.min()}, {x.max()}]; expected [0, 1].")
+    parts = _unpickle_arrays(read_bytes(path), path)
+    if not _is_three_splits(parts):
+        raise _fault(path, "expected ((x_train, y_train), (x_valid, y_valid), (x_test, y_test)) "
+                           "of numpy arrays.")  # fmt: skip
+    splits = [_split(x, y, (path, path), num_classes) for x, y in parts]
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = ((_unit_pixels(x, path), y) for x, y in splits)
     x_train, y_train = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
     return Dataset("mnist", x_train, y_train, x_te, y_te, num_classes)
 

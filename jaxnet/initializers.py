@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnet import reference
 from jaxnet.typing import Array, ArrayLike, DTypeLike, Initializer
 
 # Std of a standard normal truncated to [-2, 2]; dividing by it restores std 1.
@@ -182,6 +181,11 @@ def orthogonal(
     return scale * jax.nn.initializers.orthogonal()(key, shape, dtype)
 
 
+def _affine(x, layer):
+    y = x @ layer["w"]
+    return y + layer["b"] if "b" in layer else y
+
+
 def lsuv(
     params,
     x: ArrayLike,
@@ -216,12 +220,12 @@ def lsuv(
         )
         layer = {**layer, "w": w}
         for _ in range(max_iters):
-            std = float(jnp.std(reference.linear(x, layer["w"], layer.get("b"))))
+            std = float(jnp.std(_affine(x, layer)))
             if not std or abs(std - 1.0) < tol:
                 break
             layer = {**layer, "w": layer["w"] / std}
         new_params.append(layer)
-        x = reference.linear(x, layer["w"], layer.get("b"))
+        x = _affine(x, layer)
         if i < len(params) - 1:
             x = activation(x)
     return new_params

@@ -1,27 +1,25 @@
-"""The MLP: params pytree, forward pass, loss, and the whole network's hand-derived VJP.
+"""The MLP: `serial(dense, relu, ..., dense)` with its params as a plain list per layer.
 
+`init_mlp` gives `[{"w": [fan_in, fan_out], "b": [fan_out]}, ...]`, one dict per dense
+layer, and `mlp_network(sizes)` is the `jaxnet.layers.Layer` that takes exactly those params,
+so every tool made for layers (`network_loss`, `train.make_evaluate`) takes an MLP too.
 Three ways to the same gradient, picked by `mlp_loss(..., grad=...)`:
   "fused"    the whole network's loss is ONE `jax.custom_vjp`; its backward is the
              hand-derived chain (loss_grad, lin_grad, relu_grad, lin_grad, ...).
-  "ops"      the per-op custom VJPs of `jaxnet.ops`, composed by JAX.
-  "autodiff" `jaxnet.reference`, plain jax.numpy differentiated by JAX.
+  "ops"      each layer its own custom VJP, made from the same rules, composed by JAX.
+  "autodiff" the plain forward, differentiated by JAX.
 `forward_and_backward` runs the fused chain directly, with no JAX autodiff at all, as the
-lessons' numpy code does.
+lessons' numpy code does. A ReLU's output is the next dense layer's input, so the fused
+chain keeps that one array for both: no pre-activation and no mask is saved.
 """
-
-import functools
 
 import jax
 import jax.numpy as jnp
 
-from jaxnet import checks, initializers, ops, reference
-from jaxnet.typing import Array, ArrayLike, DTypeLike, Layer, Params
-
-
-def _init_bias(init: str, key, fan_in: int, fan_out: int, dtype) -> Array:
-    if init == "torch_default":
-        return initializers.torch_default_bias(key, (fan_out,), dtype, fan_in=fan_in)
-    return initializers.zeros(key, (fan_out,), dtype)
+from jaxnet import checks, layers, losses
+from jaxnet import network as network_lib
+from jaxnet.layers import Layer
+from jaxnet.typing import Array, ArrayLike, DTypeLike, Initializer, MLPParams
 
 
 def _check_sizes(sizes) -> None:
@@ -36,17 +34,18 @@ def init_mlp(
     key: ArrayLike,
     sizes: list[int],
     *,
-    init: str = "kaiming_normal",
+    init: "str | Initializer" = "kaiming_normal",
     bias: bool = True,
     dtype: DTypeLike = jnp.float32,
-) -> Params:
+) -> MLPParams:
     """Initialises an MLP.
 
     Args:
       key: a PRNG key; split once per layer, then into weight and bias keys.
       sizes: layer widths [fan_in, hidden..., fan_out].
-      init: a name from `jaxnet.initializers.INITIALIZERS`. Biases start at zero, except
-        under "torch_default", which draws them as `torch.nn.Linear` does.
+      init: a name from `jaxnet.initializers.INITIALIZERS`, or a callable
+        (key, shape, dtype) -> Array. Biases start at zero, except under "torch_default",
+        which draws them as `torch.nn.Linear` does.
       bias: whether layers have a bias "b".
       dtype: a floating dtype for every parameter.
 
@@ -54,18 +53,58 @@ def init_mlp(
       A list with one dict per layer: {"w": [fan_in, fan_out], "b": [fan_out]}.
     """
     _check_sizes(sizes)
-    w_init = initializers.get(init)
-    params = []
-    for layer_key, fan_in, fan_out in zip(jax.random.split(key, len(sizes) - 1), sizes, sizes[1:]):
-        w_key, b_key = jax.random.split(layer_key)
-        layer = {"w": w_init(w_key, (fan_in, fan_out), dtype)}
-        if bias:
-            layer["b"] = _init_bias(init, b_key, fan_in, fan_out, dtype)
-        params.append(layer)
-    return params
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [
+        layers.dense(fan_out, bias=bias, init=init).init(layer_key, (fan_in,), dtype)[1]
+        for layer_key, fan_in, fan_out in zip(keys, sizes, sizes[1:])
+    ]
 
 
-def mlp(params: Params, x: ArrayLike) -> Array:
+def _interleave(params: MLPParams) -> list:
+    """The MLP's params as serial's: {} for each relu between the dense layers."""
+    return [entry for layer in params for entry in (layer, {})][:-1]
+
+
+def mlp_network(
+    sizes: list[int], *, init: "str | Initializer" = "kaiming_normal", bias: bool = True
+) -> Layer:
+    """The MLP of `sizes` as a `jaxnet.layers.Layer` whose params are `init_mlp`'s list.
+
+    Its state is {} (no layer keeps any); its init is `init_mlp`.
+    """
+    _check_sizes(sizes)
+    dense = [layers.dense(n, bias=bias, init=init) for n in sizes[1:]]
+    inner = layers.serial(*[entry for d in dense[:-1] for entry in (d, layers.relu())], dense[-1])
+    no_state = [{}] * (2 * len(sizes) - 3)
+
+    def init_fn(key, input_shape, dtype=jnp.float32):
+        if input_shape[-1] != sizes[0]:
+            raise ValueError(f"mlp: input_shape {tuple(input_shape)} does not end in {sizes[0]}.")
+        params = init_mlp(key, sizes, init=init, bias=bias, dtype=dtype)
+        return (*input_shape[:-1], sizes[-1]), params, {}
+
+    def forward(params, state, x, *, train=False, key=None):
+        out, residuals, _ = inner.forward(_interleave(params), no_state, x, train=train, key=key)
+        return out, residuals, state
+
+    def backward(params, residuals, g):
+        grads, dx = inner.backward(_interleave(params), residuals, g)
+        return grads[::2], dx
+
+    def compose(leaf_apply, params, state, x, *, train=False, key=None):
+        out, _ = inner.compose(leaf_apply, _interleave(params), no_state, x, train=train, key=key)
+        return out, state
+
+    return Layer(init_fn, forward, backward, "mlp", compose=compose)
+
+
+def _network_of(params: MLPParams) -> Layer:
+    """The `mlp_network` that takes these params (its widths read from their static shapes)."""
+    sizes = [params[0]["w"].shape[0], *(layer["w"].shape[1] for layer in params)]
+    return mlp_network(sizes, bias="b" in params[0])
+
+
+def mlp(params: MLPParams, x: ArrayLike) -> Array:
     """The forward pass: linear layers with ReLU between them, nothing after the last.
 
     Args:
@@ -73,115 +112,27 @@ def mlp(params: Params, x: ArrayLike) -> Array:
       x: inputs [batch, fan_in].
 
     Returns:
-      Outputs [batch, fan_out]. Differentiable through the per-op VJPs of `jaxnet.ops`.
+      Outputs [batch, fan_out]. Differentiable through each layer's own hand VJP ("ops").
     """
     checks.check_input(params, x)
-    for layer in params[:-1]:
-        x = ops.relu(ops.linear(x, layer["w"], layer.get("b")))
-    return ops.linear(x, params[-1]["w"], params[-1].get("b"))
+    return network_lib.apply_ops(_network_of(params), params, {}, x)[0]
 
 
-# ------------------------------------------------------- the whole-network chain, by hand
-
-
-def _affine(x: Array, layer: Layer) -> Array:
-    return reference.linear(x, layer["w"], layer.get("b"))
-
-
-def _forward(params: Params, x: Array) -> tuple[Array, list[Array]]:
-    """Output, and each layer's input: all the backward needs besides the params.
-
-    A ReLU's output is the next layer's input, and its mask is that input > 0, so no
-    pre-activation and no mask is kept.
-    """
-    inputs = []
-    for layer in params[:-1]:
-        inputs.append(x)
-        x = jax.nn.relu(_affine(x, layer))
-    inputs.append(x)
-    return _affine(x, params[-1]), inputs
-
-
-def _backward(params: Params, inputs: list[Array], dout: Array, *, need_dx: bool):
-    """The lessons' backward: lin_grad, relu_grad, lin_grad, ... from the output down.
-
-    Returns:
-      (grads shaped like params, cotangent of x or None).
-    """
-    grads = [None] * len(params)
-    g = dout
-    for i in reversed(range(len(params))):
-        if i == 0 and not need_dx:
-            # Skip the one product nobody asked for: the cotangent of the data.
-            _, dw, db = ops.linear_backward(inputs[0], params[0]["w"], g)
-            dx = None
-        else:
-            dx, dw, db = ops.linear_backward(inputs[i], params[i]["w"], g)
-        grads[i] = {"w": dw, "b": db} if "b" in params[i] else {"w": dw}
-        if i > 0:
-            g = ops.relu_backward(inputs[i] > 0, dx)
-    return grads, dx
-
-
-def _loss_rules(loss: str, smoothing: float):
-    """(forward, backward) of the named loss, label smoothing bound for cross_entropy."""
-    forward, backward = ops.LOSS_RULES[loss]
-    if loss == "cross_entropy":
-        return (functools.partial(forward, smoothing=smoothing),
-                functools.partial(backward, smoothing))  # fmt: skip
-    return forward, backward
-
-
-def _loss_forward(loss: str, smoothing: float, out: Array, y: Array):
-    """(value, loss residual) of the named loss; the prediction squeezed as y needs."""
-    pred = out if loss == "cross_entropy" else ops.squeeze_to(out, y)
-    forward, _ = _loss_rules(loss, smoothing)
-    return forward(pred, y)
-
-
-def _loss_backward(loss: str, smoothing: float, residual, g, out_shape):
-    """(cotangent of the network output, cotangent of y) for loss cotangent g."""
-    _, backward = _loss_rules(loss, smoothing)
-    dpred, dy = backward(residual, g)
-    return dpred.reshape(out_shape), dy
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _fused_loss(params, x, y, loss, smoothing):
-    out, _ = _forward(params, x)
-    return _loss_forward(loss, smoothing, out, y)[0]
-
-
-def _fused_loss_fwd(params, x, y, loss, smoothing):
-    out, inputs = _forward(params, x)
-    value, loss_residual = _loss_forward(loss, smoothing, out, y)
-    return value, (params, inputs, loss_residual)
-
-
-def _fused_loss_bwd(loss, smoothing, res, g):
-    params, inputs, loss_residual = res
-    out_shape = (inputs[-1].shape[0], params[-1]["w"].shape[1])
-    dout, dy = _loss_backward(loss, smoothing, loss_residual, g, out_shape)
-    grads, dx = _backward(params, inputs, dout, need_dx=True)
-    return grads, dx, dy
-
-
-_fused_loss.defvjp(_fused_loss_fwd, _fused_loss_bwd)
-
-
-def _check_call(params, x, y, loss: str) -> None:
-    checks.one_of(loss, checks.LOSSES, "loss")
+def _check_call(params, x, y, loss, label_smoothing: float) -> losses.Loss:
+    """The Loss for `loss`, after checking params, x and y for it."""
+    rule = losses.get(loss, label_smoothing)
     checks.check_input(params, x)
     out_shape = checks.output_shape(params, x)
-    checks.check_target(loss, out_shape, y, jnp.result_type(x), f"mlp loss {loss!r}")
+    rule.check(out_shape, y, jnp.result_type(x), f"mlp loss {rule.name!r}")
+    return rule
 
 
 def mlp_loss(
-    params: Params,
+    params: MLPParams,
     x: ArrayLike,
     y: ArrayLike,
     *,
-    loss: str = "mse",
+    loss: "str | losses.Loss" = "mse",
     grad: str = "fused",
     label_smoothing: float = 0.0,
 ) -> Array:
@@ -192,30 +143,30 @@ def mlp_loss(
       x: inputs [batch, fan_in], of the params' dtype.
       y: for "mse" and "sum_squares", float targets shaped like the output ([batch] is
         accepted for an output [batch, 1]); for "cross_entropy", integer labels [batch].
-      loss: "mse" (mean), "sum_squares" (sum, as lesson 001) or "cross_entropy".
-      grad: "fused" (one hand-derived VJP for the whole network), "ops" (per-op hand
-        VJPs composed) or "autodiff" (JAX differentiates plain jax.numpy).
-      label_smoothing: for "cross_entropy", s in [0, 1): the target is 1 - s on the label
-        plus s / classes on every class; its gradient is softmax - target.
+      loss: "mse" (mean), "sum_squares" (sum, as lesson 001), "cross_entropy", or a
+        `jaxnet.losses.Loss`.
+      grad: "fused" (one hand-derived VJP for the whole network), "ops" (per-layer hand
+        VJPs composed) or "autodiff" (JAX differentiates the plain forward).
+      label_smoothing: for "cross_entropy" by name, s in [0, 1): the target is 1 - s on
+        the label plus s / classes on every class; its gradient is softmax - target.
 
     Returns:
-      A scalar. `jax.grad`, `jax.jit`, `jax.vmap` and grad-of-grad work for every `grad`;
-      forward mode (`jax.jvp`, `jax.jacfwd`) does not work through "fused" or "ops".
+      A scalar. `jax.grad`, `jax.jit`, `jax.vmap` and grad-of-grad work for every `grad`.
     """
-    checks.one_of(grad, checks.GRADS, "grad")
-    _check_call(params, x, y, loss)
-    smoothing = checks.label_smoothing(label_smoothing, loss)
-    if grad == "fused":
-        return _fused_loss(params, x, y, loss, smoothing)
-    if grad == "ops":
-        options = {"label_smoothing": smoothing} if loss == "cross_entropy" else {}
-        return ops.LOSS_OPS[loss](mlp(params, x), y, **options)
-    return reference.mlp_loss(params, x, y, loss=loss, label_smoothing=smoothing)
+    checks.one_of(grad, network_lib.GRADS, "grad")
+    rule = _check_call(params, x, y, loss, label_smoothing)
+    value, _ = network_lib.network_loss(_network_of(params), params, {}, x, y, loss=rule, grad=grad)
+    return value
 
 
 def forward_and_backward(
-    params: Params, x: ArrayLike, y: ArrayLike, *, loss: str = "mse", label_smoothing: float = 0.0
-) -> tuple[Array, Params]:
+    params: MLPParams,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    loss: "str | losses.Loss" = "mse",
+    label_smoothing: float = 0.0,
+) -> tuple[Array, MLPParams]:
     """Loss and gradients by the explicit hand-written chain, with no JAX autodiff at all.
 
     The lessons' `forward_and_backward`: forward, then mse_grad (or its kin), then
@@ -227,11 +178,11 @@ def forward_and_backward(
     Returns:
       (loss, grads), grads shaped like params.
     """
-    _check_call(params, x, y, loss)
-    smoothing = checks.label_smoothing(label_smoothing, loss)
+    rule = _check_call(params, x, y, loss, label_smoothing)
     x, y = jnp.asarray(x), jnp.asarray(y)
-    out, inputs = _forward(params, x)
-    value, loss_residual = _loss_forward(loss, smoothing, out, y)
-    dout, _ = _loss_backward(loss, smoothing, loss_residual, jnp.ones_like(value), out.shape)
-    grads, _ = _backward(params, inputs, dout, need_dx=False)
+    net = _network_of(params)
+    out, residuals, _ = net.forward(params, {}, x, train=True)
+    value, loss_residual = rule.forward(out, y)
+    dout, _ = rule.backward(loss_residual, jnp.ones_like(value))
+    grads, _ = net.backward(params, residuals, dout.reshape(out.shape))
     return value, grads

@@ -10,12 +10,10 @@ raises "can't apply forward-mode autodiff (jvp) to a custom_vjp function." Use r
 mode (`jax.grad`, `jax.vjp`, `jax.jacrev`), including reverse-over-reverse for Hessians.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from jaxnet import checks
+from jaxnet import checks, losses
 from jaxnet.typing import Array, ArrayLike
 
 # ----------------------------------------------------------------------------- linear
@@ -118,30 +116,7 @@ relu.defvjp(_relu_fwd, _relu_bwd)
 
 
 # ------------------------------------------------------------------------------ losses
-
-
-def squeeze_to(pred: Array, target: ArrayLike) -> Array:
-    """pred reshaped to target's shape: [n, 1] to [n], as the lessons' squeeze."""
-    return pred.reshape(jnp.shape(target))
-
-
-@jax.custom_vjp
-def _mse(pred, target):
-    return jnp.mean(jnp.square(pred - target))
-
-
-def _mse_fwd(pred, target):
-    diff = pred - target
-    return jnp.mean(jnp.square(diff)), diff  # residual: the difference alone
-
-
-def _mse_bwd(diff, g):
-    # d/dp mean((p - t)^2) = 2 (p - t) / size, and d/dt is its negative.
-    dpred = g * (2.0 / diff.size) * diff
-    return dpred, -dpred
-
-
-_mse.defvjp(_mse_fwd, _mse_bwd)
+# The rules live in `jaxnet.losses`; each op here is one custom_vjp made from them.
 
 
 def mse(pred: ArrayLike, target: ArrayLike) -> Array:
@@ -155,26 +130,7 @@ def mse(pred: ArrayLike, target: ArrayLike) -> Array:
       A scalar.
     """
     checks.check_regression_target(jnp.shape(pred), target, jnp.result_type(pred), "mse")
-    return _mse(squeeze_to(jnp.asarray(pred), target), target)
-
-
-@jax.custom_vjp
-def _sum_squares(pred, target):
-    return jnp.sum(jnp.square(pred - target))
-
-
-def _sum_squares_fwd(pred, target):
-    diff = pred - target
-    return jnp.sum(jnp.square(diff)), diff
-
-
-def _sum_squares_bwd(diff, g):
-    # d/dp sum((p - t)^2) = 2 (p - t): lesson 001's grad_y_pred = 2.0 * (y_pred - y).
-    dpred = (2.0 * g) * diff
-    return dpred, -dpred
-
-
-_sum_squares.defvjp(_sum_squares_fwd, _sum_squares_bwd)
+    return losses.as_op(losses.mse())(pred, target)
 
 
 def sum_squares(pred: ArrayLike, target: ArrayLike) -> Array:
@@ -188,21 +144,17 @@ def sum_squares(pred: ArrayLike, target: ArrayLike) -> Array:
       A scalar.
     """
     checks.check_regression_target(jnp.shape(pred), target, jnp.result_type(pred), "sum_squares")
-    return _sum_squares(squeeze_to(jnp.asarray(pred), target), target)
-
-
-def _log_softmax(logits):
-    return logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    return losses.as_op(losses.sum_squares())(pred, target)
 
 
 @jax.custom_vjp
 def log_softmax(logits: ArrayLike) -> Array:
     """log(softmax(logits)) over the last axis, by the stable log-sum-exp."""
-    return _log_softmax(logits)
+    return losses.log_softmax(logits)
 
 
 def _log_softmax_fwd(logits):
-    out = _log_softmax(logits)
+    out = losses.log_softmax(logits)
     return out, out  # softmax = exp(out): no need to keep the logits
 
 
@@ -213,50 +165,6 @@ def _log_softmax_bwd(out, g):
 
 
 log_softmax.defvjp(_log_softmax_fwd, _log_softmax_bwd)
-
-
-def _valid_labels(labels, classes):
-    return (labels >= 0) & (labels < classes)
-
-
-def _cross_entropy(logp, labels, smoothing):
-    """Mean over examples of -sum_j t_j logp_j, t = (1 - smoothing) onehot + smoothing / k.
-
-    NaN when any label is out of range (only checkable under jit).
-    """
-    classes = logp.shape[-1]
-    picked = jnp.take_along_axis(logp, jnp.clip(labels, 0, classes - 1)[..., None], axis=-1)
-    nll = -picked[..., 0]
-    if smoothing:
-        nll = (1 - smoothing) * nll - smoothing * jnp.mean(logp, axis=-1)
-    return jnp.mean(jnp.where(_valid_labels(labels, classes), nll, jnp.nan))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _softmax_cross_entropy(logits, labels, smoothing):
-    return _cross_entropy(_log_softmax(logits), labels, smoothing)
-
-
-def _softmax_cross_entropy_fwd(logits, labels, smoothing):
-    logp = _log_softmax(logits)
-    return _cross_entropy(logp, labels, smoothing), (logp, labels)
-
-
-def _softmax_cross_entropy_bwd(smoothing, res, g):
-    # loss = mean_b(lse(z_b) - sum_j t_bj z_bj) with sum_j t_bj = 1, so
-    # dz_bj = (softmax_bj - t_bj) / n, t = (1 - smoothing) onehot + smoothing / classes.
-    # Integer labels get no cotangent (None).
-    logp, labels = res
-    classes = logp.shape[-1]
-    target = jax.nn.one_hot(labels, classes, dtype=logp.dtype)
-    if smoothing:
-        target = (1 - smoothing) * target + smoothing / classes
-    dlogits = (g / labels.size) * (jnp.exp(logp) - target)
-    dlogits = jnp.where(_valid_labels(labels, classes)[..., None], dlogits, jnp.nan)
-    return dlogits, None
-
-
-_softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)
 
 
 def softmax_cross_entropy(
@@ -275,16 +183,4 @@ def softmax_cross_entropy(
       A scalar.
     """
     checks.check_labels(jnp.shape(logits), labels, "softmax_cross_entropy")
-    smoothing = checks.label_smoothing(label_smoothing)
-    return _softmax_cross_entropy(logits, labels, smoothing)
-
-
-# The loss rules by name, for the whole-network chain in `jaxnet.mlp`:
-# forward(pred, target) -> (value, residual); backward(residual, g) -> (dpred, dtarget).
-# cross_entropy's take the label smoothing too: forward(..., smoothing), backward(smoothing, ...).
-LOSS_RULES = {
-    "mse": (_mse_fwd, _mse_bwd),
-    "sum_squares": (_sum_squares_fwd, _sum_squares_bwd),
-    "cross_entropy": (_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd),
-}
-LOSS_OPS = {"mse": mse, "sum_squares": sum_squares, "cross_entropy": softmax_cross_entropy}
+    return losses.as_op(losses.cross_entropy(label_smoothing))(logits, labels)

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnet import parallel, reference
+from jaxnet import layers, losses, parallel
+from jaxnet.layers import Layer
 from jaxnet.typing import Array, Params, PyTree
 
 _COMMON_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "lamb", "lion", "nadam")
@@ -220,15 +221,19 @@ def _placing(jitted, shardings):
     return call
 
 
-def example_losses(params: Params, x: Array, y: Array, loss: str) -> tuple[Array, Array]:
-    """Per-example (loss, correct) of the MLP; correct is NaN for float targets [n, k].
+def example_losses(
+    net: Layer, params: Params, state: PyTree, x: Array, y: Array, loss: "str | losses.Loss"
+) -> tuple[Array, Array]:
+    """Per-example (loss, correct) of the network in eval mode; correct is NaN for float
+    targets [n, k].
 
     loss is "cross_entropy" (labels [n]) or "mse": on the label value when y is [n] (lesson
     003; the single output rounded to the nearest class counts as the prediction), or a
-    regression on targets [n, k].
+    regression on targets [n, k]. Eval mode: batch_norm uses its running statistics.
     """
-    out = reference.mlp(params, x)
-    if loss == "cross_entropy":
+    out, _ = layers.apply(net, params, state, x, train=False)
+    name = losses.get(loss).name
+    if name == "cross_entropy":
         values = -jnp.take_along_axis(jax.nn.log_softmax(out), y[:, None], axis=1)[:, 0]
         return values, (out.argmax(-1) == y).astype(out.dtype)
     if y.ndim == 1:
@@ -237,20 +242,25 @@ def example_losses(params: Params, x: Array, y: Array, loss: str) -> tuple[Array
     return values, jnp.full(values.shape, jnp.nan, out.dtype)
 
 
-def make_evaluate(loss: str, mesh=None) -> Callable[..., tuple[Array, Array]]:
-    """Jitted evaluate(params, x, y, weights) -> (mean loss, accuracy) over rows of weight 1.
+def make_evaluate(
+    net: Layer, loss: "str | losses.Loss", mesh=None
+) -> Callable[..., tuple[Array, Array]]:
+    """Jitted evaluate(params, state, x, y, weights) -> (mean loss, accuracy) over rows of
+    weight 1, in eval mode.
 
     Rows are sharded over the mesh; `pad_rows` makes their count divide the device count.
+    For an MLP from `init_mlp`, net is `jaxnet.mlp_network(sizes)` and state is {}.
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
 
-    def evaluate(params, x, y, weights):
-        values, correct = example_losses(params, x, y, loss)
+    def evaluate(params, state, x, y, weights):
+        values, correct = example_losses(net, params, state, x, y, loss)
         total = weights.sum()
         return (values * weights).sum() / total, (correct * weights).sum() / total
 
-    shardings = (parallel.replicated(mesh), *[parallel.sharded_batch(mesh)] * 3)
-    jitted = jax.jit(evaluate, in_shardings=shardings, out_shardings=parallel.replicated(mesh))
+    everywhere, rows = parallel.replicated(mesh), parallel.sharded_batch(mesh)
+    shardings = (everywhere, everywhere, rows, rows, rows)
+    jitted = jax.jit(evaluate, in_shardings=shardings, out_shardings=everywhere)
     return _placing(jitted, shardings)
 
 

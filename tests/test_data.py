@@ -1,10 +1,13 @@
 """Loaders refuse every bad file with a message naming it; the downloader checks SHA-256."""
 
+import codecs
 import functools
 import gzip
 import hashlib
 import http.server
 import pickle
+import pickletools
+import shlex
 import struct
 import threading
 from pathlib import Path
@@ -129,12 +132,176 @@ def test_pickle_bad_values_are_refused(tmp_path):
         data.load_pickle(_mnist_pickle(tmp_path / "a.pkl.gz", x_scale=1.0))
     with pytest.raises(data.DataError, match="labels outside"):
         data.load_pickle(_mnist_pickle(tmp_path / "b.pkl.gz", label=12))
-    nan = tmp_path / "c.pkl.gz"
-    x = np.full((2, 784), np.nan, np.float32)
-    with gzip.open(nan, "wb") as f:
-        pickle.dump(((x, np.zeros(2, int)),) * 3, f)
-    with pytest.raises(data.DataError, match="NaN or infinite"):
-        data.load_pickle(nan)
+    for name, x, message in [
+        ("nan", np.full((2, 784), np.nan, np.float32), "NaN or infinite"),
+        ("range", np.full((2, 784), 2.5, np.float32), r"pixels range over \[2.5, 2.5\]"),
+        ("int16", np.full((2, 784), 7, np.int16), r"pixels range over \[7, 7\]"),
+    ]:
+        path = tmp_path / f"{name}.pkl.gz"
+        with gzip.open(path, "wb") as f:
+            pickle.dump(((x, np.zeros(2, int)),) * 3, f)
+        with pytest.raises(data.DataError, match=message):
+            data.load_pickle(path)
+
+
+# ------------------------------------------------- pickles as they circulate, and hostile ones
+
+
+def _three_splits():
+    """((x_train, y_train), (x_valid, y_valid), (x_test, y_test)); uint8 train pixels."""
+    rng = np.random.default_rng(3)
+    x_train = rng.integers(0, 256, (4, 784), dtype=np.uint8)
+    x_valid, x_test = (rng.random((n, 784), dtype=np.float32) for n in (3, 2))
+    return tuple((x, rng.integers(0, 10, len(x))) for x in (x_train, x_valid, x_test))
+
+
+def _numpy1_names(blob: bytes) -> bytes:
+    """The pickle as numpy 1.x writes it: numpy.core... for numpy._core... (frames dropped)."""
+    ops = list(pickletools.genops(blob))
+    out = []
+    for (op, arg, pos), (_, _, end) in zip(ops, [*ops[1:], (None, None, len(blob))]):
+        raw = blob[pos:end]
+        if op.name == "FRAME":  # frames are optional, and renaming changes their lengths
+            continue
+        if op.name == "SHORT_BINUNICODE" and arg.startswith("numpy._core"):
+            name = arg.replace("numpy._core", "numpy.core").encode()
+            raw = b"\x8c" + bytes([len(name)]) + name
+        out.append(raw.replace(b"numpy._core", b"numpy.core") if op.name == "GLOBAL" else raw)
+    return b"".join(out)
+
+
+def _assert_loads_as(path, splits):
+    ds = data.load_pickle(path)
+    (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = splits
+    want_train = np.concatenate([x_train.astype(np.float32) / 255, x_valid])
+    assert ds.x_train.dtype == np.float32 and np.array_equal(ds.x_train, want_train)
+    assert np.array_equal(ds.x_test, x_test) and 0 <= ds.x_train.min() < ds.x_train.max() <= 1
+    assert np.array_equal(ds.y_train, np.concatenate([y_train, y_valid]))
+    assert np.array_equal(ds.y_test, y_test)
+
+
+@pytest.mark.parametrize("numpy1", [False, True], ids=["numpy2_names", "numpy1_names"])
+@pytest.mark.parametrize("protocol", range(6))
+def test_pickle_loads_at_every_protocol(tmp_path, protocol, numpy1):
+    splits = _three_splits()
+    blob = pickle.dumps(splits, protocol=protocol)
+    if numpy1:
+        blob = _numpy1_names(blob)
+        assert b"numpy._core" not in blob and b"numpy.core" in blob
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(blob))
+    _assert_loads_as(path, splits)
+
+
+def test_pickle_with_an_empty_validation_split_loads(tmp_path):
+    (train, _, test), empty = _three_splits(), np.zeros((0, 784), np.float32)
+    path = tmp_path / "mnist.pkl"  # below protocol 3, b"" pickles as a call of bytes()
+    path.write_bytes(pickle.dumps((train, (empty, np.zeros(0, int)), test), protocol=2))
+    assert len(data.load_pickle(path).x_train) == len(train[0])
+
+
+def _py2_array(a: np.ndarray) -> bytes:
+    """An array as Python 2's cPickle wrote it at protocol 2: its data in a BINSTRING."""
+
+    def glob(module, name):
+        return b"c" + module + b"\n" + name + b"\n"
+
+    def short(s: bytes):  # SHORT_BINSTRING
+        return b"U" + bytes([len(s)]) + s
+
+    minus_one = b"J" + struct.pack("<i", -1)
+    dtype = (
+        glob(b"numpy", b"dtype")
+        + short(a.dtype.str[1:].encode())
+        + b"K\x00K\x01\x87R"
+        + b"(K\x03"
+        + short(a.dtype.str[:1].encode())
+        + b"NNN"
+        + 2 * minus_one
+        + b"K\x00tb"
+    )
+    shape = b"(" + b"".join(b"J" + struct.pack("<i", n) for n in a.shape) + b"t"
+    data_ = b"T" + struct.pack("<I", a.nbytes) + a.tobytes()  # BINSTRING: a Python 2 str
+    return (glob(b"numpy.core.multiarray", b"_reconstruct") + glob(b"numpy", b"ndarray")
+            + b"K\x00\x85" + short(b"b") + b"\x87R"
+            + b"(K\x01" + shape + dtype + b"\x89" + data_ + b"tb")  # fmt: skip
+
+
+def test_python2_pickle_loads(tmp_path):
+    splits = _three_splits()
+    pairs = b"".join(_py2_array(x) + _py2_array(y) + b"\x86" for x, y in splits)
+    blob = b"\x80\x02" + pairs + b"\x87."
+    assert {op.name for op, _, _ in pickletools.genops(blob)} >= {"BINSTRING", "GLOBAL"}
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(blob))
+    _assert_loads_as(path, splits)
+
+
+MARKER_CODEC = "jaxnet_test_marker"
+
+
+@pytest.fixture
+def marker(tmp_path):
+    """A file that hostile pickles try to create; a codec named MARKER_CODEC creates it too."""
+    path = tmp_path / "ran"
+
+    def search(name):
+        if name == MARKER_CODEC:
+            path.touch()
+
+    codecs.register(search)
+    yield path
+    codecs.unregister(search)
+
+
+class _ObjectArray:
+    def __reduce__(self):
+        return np.ndarray, ((2, 784), "O")
+
+
+def _hostile(case: str, marker: Path) -> bytes:
+    """A hostile or broken pickle; the first three, written out, would create `marker` if run."""
+    if case == "os.system":
+        return b"cos\nsystem\n(S%r\ntR." % f"touch {shlex.quote(str(marker))}".encode()
+    if case == "builtins.eval":
+        return b"cbuiltins\neval\n(S%r\ntR." % f"open({str(marker)!r}, 'w').close()".encode()
+    if case == "_codecs.encode":  # looking the codec up creates the marker (the fixture)
+        return b"c_codecs\nencode\n(Vx\nV%s\ntR." % MARKER_CODEC.encode()
+    if case == "object array":
+        return pickle.dumps(np.array([marker, "x"], dtype=object), protocol=2)
+    if case == "object array, no dtype call":  # ndarray(shape, "O") called directly
+        return pickle.dumps(((_ObjectArray(), np.zeros(2, int)),) * 3, protocol=2)
+    if case == "truncated":
+        return pickle.dumps(_three_splits(), protocol=2)[:-500]
+    raise ValueError(case)
+
+
+HOSTILE = {
+    "os.system": "refused to load global os.system",
+    "builtins.eval": "refused to load global builtins.eval",
+    "_codecs.encode": f"refused _codecs.encode with encoding '{MARKER_CODEC}'",
+    "object array": r"refused an object array \(dtype object\)",
+    "object array, no dtype call": "pixels have dtype object",
+    "truncated": "is truncated or not a pickle",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_pickles_are_refused_before_anything_runs(tmp_path, marker, case):
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(_hostile(case, marker)))
+    with pytest.raises(data.DataError, match=HOSTILE[case]) as info:
+        data.load_pickle(path)
+    assert not marker.exists()
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message  # one line, naming the file
+
+
+def test_hostile_pickles_would_run_under_plain_pickle(marker):
+    """The refusals above mean something: plain pickle runs what the loader refuses."""
+    with pytest.raises(LookupError):  # the lookup touched the marker, then found no codec
+        pickle.loads(_hostile("_codecs.encode", marker))
+    assert marker.exists()
 
 
 def test_npz(tmp_path):

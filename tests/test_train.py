@@ -106,11 +106,11 @@ def test_checkpoint_refuses_other_runs_and_junk(tmp_path):
 def test_evaluate_ignores_padding_rows():
     params, x, _ = make_problem([5, 8, 3], 7, "cross_entropy", "float32")
     y = jnp.array([0, 1, 2, 0, 1, 2, 0])
-    evaluate = train.make_evaluate("cross_entropy")
-    loss, acc = evaluate(params, *train.pad_rows(x, y, 1))
+    evaluate = train.make_evaluate(jaxnet.mlp_network([5, 8, 3]), "cross_entropy")
+    loss, acc = evaluate(params, {}, *train.pad_rows(x, y, 1))
     padded = train.pad_rows(np.asarray(x), np.asarray(y), 4)
     assert len(padded[0]) == 8 and padded[2].sum() == 7
-    loss8, acc8 = evaluate(params, *padded)
+    loss8, acc8 = evaluate(params, {}, *padded)
     np.testing.assert_allclose([loss8, acc8], [loss, acc], rtol=1e-6)
     want = optax.softmax_cross_entropy_with_integer_labels(jaxnet.mlp(params, x), y).mean()
     np.testing.assert_allclose(loss, want, rtol=1e-5)

@@ -1,0 +1,384 @@
+"""Every layer's hand backward against jax.grad of its plain forward, and the cases around it.
+
+One registry lists every layer with an input and a deliberately wrong backward; the tests
+run each through the same checks: float64 and float32, finite differences, jit, vmap
+(per-example gradients), grad-of-grad, batch sizes 1 and 2, train and eval mode.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxnet import layers as L
+from jaxnet import network
+
+
+class Case(NamedTuple):
+    make: callable  # () -> Layer
+    shape: tuple  # the input shape without the batch axis
+    wrong: callable  # (layer) -> a Layer whose backward has one deliberate bug
+    train: bool = False
+    integer: bool = False  # integer ids in [0, 7)
+    input_scale: float = 1.0
+
+
+def _with_backward(layer, fix):
+    """layer, its backward's (dparams, dx) passed through fix(params, residual, g, dparams, dx)."""
+
+    def backward(params, residual, g):
+        dparams, dx = layer.backward(params, residual, g)
+        return fix(params, residual, g, dparams, dx)
+
+    return layer._replace(backward=backward)
+
+
+def _bias_mean(layer):  # the bias gradient averaged instead of summed over the batch
+    return _with_backward(layer, lambda p, r, g, dp, dx: ({**dp, "b": dp["b"] / g.shape[0]}, dx))
+
+
+def _no_mask(layer):  # the mask dropped: the gradient passes everywhere
+    return _with_backward(layer, lambda p, r, g, dp, dx: (dp, g))
+
+
+def _scaled_dx(factor):
+    return lambda layer: _with_backward(layer, lambda p, r, g, dp, dx: (dp, dx * factor))
+
+
+def _tanh_wrong(layer):  # 1 - y instead of 1 - y^2
+    return _with_backward(layer, lambda p, y, g, dp, dx: (dp, g * (1 - y)))
+
+
+def _gelu_wrong(layer):  # the tanh term's derivative dropped: 0.5 (1 + t) alone
+    def fix(p, x, g, dp, dx):
+        t = jnp.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))
+        return dp, g * 0.5 * (1 + t)
+
+    return _with_backward(layer, fix)
+
+
+def _norm_without_variance_term(axes_of):
+    def wrong(layer):  # dx without -xhat mean(h xhat): the variance's path dropped
+        def fix(p, r, g, dp, dx):
+            xhat, rstd = (r["xhat"], r["rstd"]) if isinstance(r, dict) else r
+            h = g * p["scale"]
+            return dp, dx + rstd * xhat * jnp.mean(h * xhat, axis=axes_of(g), keepdims=True)
+
+        return _with_backward(layer, fix)
+
+    return wrong
+
+
+def _bessel(layer):  # the lecture's n / (n - 1) kept although the forward divides by n
+    def fix(p, r, g, dp, dx):
+        n = g.shape[0]
+        h = g * p["scale"]
+        term = r["rstd"] * r["xhat"] * jnp.mean(h * r["xhat"], axis=0)
+        return dp, dx + term - n / (n - 1) * term
+
+    return _with_backward(layer, fix)
+
+
+def _eval_as_train(layer):  # eval mode given the train-mode backward (batch statistics)
+    def fix(p, r, g, dp, dx):
+        h = g * p["scale"]
+        xhat = r["xhat"]
+        return dp, r["running_rstd"] * (h - h.mean(0) - xhat * (h * xhat).mean(0))
+
+    return _with_backward(layer, fix)
+
+
+def _embedding_set(layer):  # rows set instead of scatter-added: repeated ids lose gradient
+    def fix(p, ids, g, dp, dx):
+        table = p["table"]
+        return {"table": jnp.zeros_like(table).at[ids.reshape(-1)].set(
+            g.reshape(-1, table.shape[1]))}, dx  # fmt: skip
+
+    return _with_backward(layer, fix)
+
+
+def _flatten_wrong(layer):  # the cotangent reshaped in column-major order
+    return _with_backward(layer, lambda p, r, g, dp, dx: (dp, jnp.reshape(g, dx.shape, order="F")))
+
+
+def _no_skip(layer):  # the residual block's skip path forgotten in the backward
+    return _with_backward(layer, lambda p, r, g, dp, dx: (dp, dx - g))
+
+
+def _block():
+    return L.residual(L.layer_norm(), L.dense(8), L.gelu(), L.dense(6))
+
+
+CASES = {
+    "dense": Case(lambda: L.dense(5), (4,), _bias_mean),
+    "dense_no_bias": Case(lambda: L.dense(5, bias=False), (4,), _scaled_dx(1.01)),
+    "relu": Case(L.relu, (6,), _no_mask),
+    "leaky_relu": Case(L.leaky_relu, (6,), _no_mask),
+    "general_relu": Case(
+        lambda: L.general_relu(leak=0.1, sub=0.4, maxv=1.0), (6,), _no_mask, input_scale=2.0
+    ),
+    "tanh": Case(L.tanh, (6,), _tanh_wrong),
+    "gelu": Case(L.gelu, (6,), _gelu_wrong),
+    "layer_norm": Case(L.layer_norm, (6,), _norm_without_variance_term(lambda g: -1)),
+    "batch_norm_train": Case(L.batch_norm, (6,), _bessel, train=True),
+    "batch_norm_eval": Case(L.batch_norm, (6,), _eval_as_train),
+    "dropout_train": Case(lambda: L.dropout(0.3), (6,), _scaled_dx(1 - 0.3), train=True),
+    "dropout_eval": Case(lambda: L.dropout(0.3), (6,), _scaled_dx(1.01)),
+    "embedding": Case(lambda: L.embedding(7, 3), (4,), _embedding_set, integer=True),
+    "flatten": Case(L.flatten, (2, 3), _flatten_wrong),
+    "residual": Case(_block, (6,), _no_skip),
+    "serial": Case(lambda: L.serial(L.dense(5), L.tanh(), L.dense(3)), (4,), _scaled_dx(1.01)),
+}
+
+
+def _away_from_zero(key, tree):
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    return treedef.unflatten(
+        [a + 0.3 * jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)]
+    )
+
+
+def setup(case, batch, dtype, seed=0):
+    """(layer, params, state, x, key) with params and running statistics away from their init."""
+    layer = case.make()
+    k_init, k_params, k_state, k_x, k_drop = jax.random.split(jax.random.key(seed), 5)
+    _, params, state = layer.init(k_init, (batch, *case.shape), dtype)
+    params = _away_from_zero(k_params, params)
+    state = jax.tree_util.tree_map(lambda s: jnp.abs(s) + 0.5, _away_from_zero(k_state, state))
+    if case.integer:
+        x = jax.random.randint(k_x, (batch, *case.shape), 0, 7)
+    else:
+        x = case.input_scale * jax.random.normal(k_x, (batch, *case.shape), dtype)
+    return layer, params, state, x, k_drop
+
+
+def _hand(layer, case):
+    """(params, x) -> out through the layer's own custom_vjp: its hand backward."""
+    op = network.leaf_op(layer, x_float=not case.integer)
+    return lambda p, s, x, k: op(p, s, x, train=case.train, key=k)[0]
+
+
+def _plain(layer, case):
+    """(params, x) -> out by the plain forward, for jax.grad."""
+    run = functools.partial(L.apply, layer, train=case.train)
+    return lambda p, s, x, k: run(p, s, x, key=k)[0]
+
+
+def _leaf_apply(layer, case):
+    return _hand(layer, case) if layer.compose is None else _composite(layer, case)
+
+
+def _composite(layer, case):
+    """A combinator's hand VJP: its own forward and backward, as one custom_vjp."""
+    net_op = network.leaf_op(layer, x_float=not case.integer)
+    return lambda p, s, x, k: net_op(p, s, x, train=case.train, key=k)[0]
+
+
+def vjps(f, params, state, x, key, cotangent_key):
+    """(d params, d x) of f at (params, x) for a random cotangent (None for integer x)."""
+    integer = not jnp.issubdtype(x.dtype, jnp.floating)
+    if integer:
+        out, pullback = jax.vjp(lambda p: f(p, state, x, key), params)
+        u = jax.random.normal(cotangent_key, out.shape, out.dtype)
+        return pullback(u)[0], None
+    out, pullback = jax.vjp(lambda p, x: f(p, state, x, key), params, x)
+    return pullback(jax.random.normal(cotangent_key, out.shape, out.dtype))
+
+
+TOL = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=2e-5, atol=2e-6)}
+
+
+def assert_trees_close(got, want, **tol):
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), **tol)
+
+
+def check(case, batch, dtype, transform=None):
+    """The hand VJP of case's layer against jax.grad of its plain forward."""
+    layer, params, state, x, key = setup(case, batch, dtype)
+    hand, plain = _leaf_apply(layer, case), _plain(layer, case)
+    run = transform or jax.jit(vjps, static_argnums=0)
+    got = run(hand, params, state, x, key, jax.random.key(9))
+    want = run(plain, params, state, x, key, jax.random.key(9))
+    assert_trees_close(got, want, **TOL[jnp.dtype(dtype).name])
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_hand_backward_matches_jax_grad_float64(name):
+    with jax.enable_x64(True):
+        check(CASES[name], 3, jnp.float64)
+
+
+@pytest.mark.parametrize("name", list(CASES)[1::2])  # a sample: float32 differs by rounding only
+def test_hand_backward_matches_jax_grad_float32(name):
+    check(CASES[name], 3, jnp.float32)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_deliberately_wrong_backward_is_caught(name):
+    case = CASES[name]
+    with jax.enable_x64(True):
+        broken = case._replace(make=lambda: case.wrong(case.make()))
+        with pytest.raises(AssertionError, match="Not equal to tolerance"):
+            check(broken, 3, jnp.float64)
+
+
+# Batch sizes 1 and 2, where they mean something: batch_norm's train mode needs 2.
+BATCH_CASES = [n for n in CASES if n != "batch_norm_train"]
+
+
+@pytest.mark.parametrize("name", BATCH_CASES[::2])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_small_batches(name, batch):
+    with jax.enable_x64(True):
+        check(CASES[name], batch, jnp.float64)
+
+
+def test_batch_norm_at_batch_one_is_a_clear_error_not_nan():
+    layer, params, state, x, _ = setup(CASES["batch_norm_train"], 1, jnp.float32)
+    with pytest.raises(L.LayerError, match="at least 2 examples"):
+        layer.forward(params, state, x, train=True, key=None)
+    check(CASES["batch_norm_train"], 2, jnp.float32)
+
+
+def _finite_difference_gap(f, params, state, x, key, eps=1e-6):
+    """|<vjp(u), v> - (<u, f(a + eps v)> - <u, f(a - eps v)>) / 2 eps| relative, one direction."""
+    float_x = jnp.issubdtype(x.dtype, jnp.floating)
+    args = (params, x) if float_x else (params,)
+    call = (lambda p, x: f(p, state, x, key)) if float_x else (lambda p: f(p, state, x, key))
+    out, pullback = jax.vjp(call, *args)
+    ku, kv = jax.random.split(jax.random.key(4))
+    u = jax.random.normal(ku, out.shape, out.dtype)
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    keys = jax.random.split(kv, len(leaves))
+    vs = [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)]
+    grads = jax.tree_util.tree_leaves(pullback(u))
+    analytic = sum(jnp.vdot(g, v) for g, v in zip(grads, vs))
+
+    def at(step):
+        moved = treedef.unflatten([a + step * v for a, v in zip(leaves, vs)])
+        return jnp.vdot(u, call(*moved))
+
+    numeric = (at(eps) - at(-eps)) / (2 * eps)
+    return jnp.abs(analytic - numeric) / jnp.maximum(jnp.abs(numeric), 1e-8)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n != "general_relu"][::2])
+def test_finite_differences(name):
+    # A sample of the registry. general_relu has kinks at 0 and maxv that a random step can
+    # cross; its exact check against jax.grad above is the one that holds it.
+    case = CASES[name]
+    with jax.enable_x64(True):
+        layer, params, state, x, key = setup(case, 3, jnp.float64)
+        gap = jax.jit(_finite_difference_gap, static_argnums=0)(
+            _leaf_apply(layer, case), params, state, x, key
+        )
+        assert gap < 1e-6, gap
+
+
+def _per_example(f, params, state, x, key, cotangent_key):
+    """Per-example gradients: vmap over x[:, None], each example keeping a batch axis."""
+
+    def one(xi, k):
+        return vjps(f, params, state, xi[None], key, k)
+
+    return jax.vmap(one)(x, jax.random.split(cotangent_key, x.shape[0]))
+
+
+def _grad_of_grad(f, params, state, x, key, cotangent_key):
+    """The gradient of |grad|^2: reverse over reverse through the hand VJP."""
+
+    def sq_norm(p):
+        grads = vjps(f, p, state, x, key, cotangent_key)[0]
+        return sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads))
+
+    return jax.grad(sq_norm)(params) if jax.tree_util.tree_leaves(params) else None
+
+
+PER_EXAMPLE = [n for n in CASES if not CASES[n].train]  # per-example batch statistics: none
+
+
+@pytest.mark.parametrize("name", PER_EXAMPLE[::2])
+def test_vmap_per_example_gradients(name):
+    with jax.enable_x64(True):
+        check(CASES[name], 3, jnp.float64, transform=jax.jit(_per_example, static_argnums=0))
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n not in ("relu", "leaky_relu")][1::2])
+def test_grad_of_grad(name):
+    with jax.enable_x64(True):
+        check(CASES[name], 3, jnp.float64, transform=jax.jit(_grad_of_grad, static_argnums=0))
+
+
+# --------------------------------------------------------------------------- batch_norm
+
+
+def test_batch_norm_running_statistics_follow_torch():
+    # Two features over a batch of 4. Feature 0: 1, 2, 3, 6 -> mean 3, biased var
+    # (4 + 1 + 0 + 9) / 4 = 3.5, unbiased 14 / 3. Feature 1: all 5 -> mean 5, var 0.
+    # torch.nn.BatchNorm1d(momentum=0.1) from mean 0, var 1: running_mean = 0.1 * mean,
+    # running_var = 0.9 * 1 + 0.1 * unbiased var.
+    x = jnp.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [6.0, 5.0]])
+    layer = L.batch_norm(momentum=0.1, eps=1e-5)
+    _, params, state = layer.init(jax.random.key(0), x.shape)
+    out, _, new = layer.forward(params, state, x, train=True, key=None)
+    np.testing.assert_allclose(new["mean"], [0.3, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(new["var"], [0.9 + 0.1 * 14 / 3, 0.9], rtol=1e-6)
+    # The output is normalized with the biased variance: (1 - 3) / sqrt(3.5 + eps).
+    np.testing.assert_allclose(out[0, 0], -2 / np.sqrt(3.5 + 1e-5), rtol=1e-6)
+    np.testing.assert_allclose(out[:, 1], 0.0, atol=1e-6)
+    # Eval mode uses the running statistics: (x - 0.3) / sqrt(var + eps) for feature 0.
+    evaluated, _, same = layer.forward(params, new, x, train=False, key=None)
+    np.testing.assert_allclose(
+        evaluated[:, 0], (x[:, 0] - 0.3) / np.sqrt(0.9 + 0.1 * 14 / 3 + 1e-5), rtol=1e-6
+    )
+    assert same is new
+
+
+def test_batch_norm_state_keeps_its_dtype_in_a_scan():
+    layer = L.batch_norm()
+    _, params, state = layer.init(jax.random.key(0), (8, 3), jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (5, 8, 3), jnp.bfloat16)
+
+    def body(s, x):
+        _, _, s = layer.forward(jax.tree_util.tree_map(lambda p: p.astype(x.dtype), params), s,
+                                x, train=True, key=None)  # fmt: skip
+        return s, None
+
+    final, _ = jax.lax.scan(body, state, xs)
+    assert all(v.dtype == jnp.float32 for v in final.values())
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_bad_input_names_the_layer():
+    net = L.serial(L.dense(4), L.relu(), L.dense(3))
+    _, params, state = net.init(jax.random.key(0), (2, 5))
+    wrong_width = [params[0], {}, {"w": jnp.ones((5, 3))}]
+    with pytest.raises(L.LayerError, match=r"layer 2 \(dense\).*expected \[\.\.\., 5\]"):
+        net.forward(wrong_width, state, jnp.ones((2, 5)), train=False, key=None)
+    with pytest.raises(TypeError, match=r"layer 0 \(dense\).*bfloat16.*cast with"):
+        net.forward(params, state, jnp.ones((2, 5), jnp.bfloat16), train=False, key=None)
+    with pytest.raises(L.LayerError, match="one entry per layer"):
+        net.forward(params[:2], state, jnp.ones((2, 5)), train=False, key=None)
+    with pytest.raises(L.LayerError, match="needs a PRNG key"):
+        L.dropout(0.5).forward({}, {}, jnp.ones((2, 3)), train=True, key=None)
+    with pytest.raises(TypeError, match="expected integer ids"):
+        L.embedding(5, 2).forward({"table": jnp.ones((5, 2))}, {}, jnp.ones(3), train=False)
+    with pytest.raises(L.LayerError, match=r"ids must lie in \[0, 5\)"):
+        L.embedding(5, 2).forward({"table": jnp.ones((5, 2))}, {}, jnp.array([0, 5]))
+    with pytest.raises(ValueError, match="rate"):
+        L.dropout(1.0)
+    with pytest.raises(L.LayerError, match="keep the shape"):
+        L.residual(L.dense(3)).init(jax.random.key(0), (2, 4))
+
+
+def test_dense_takes_a_callable_initializer_and_bias_false_has_no_b():
+    init = jax.nn.initializers.constant(0.5)
+    _, params, _ = L.dense(3, bias=False, init=init).init(jax.random.key(0), (2, 4))
+    assert set(params) == {"w"} and float(params["w"][0, 0]) == 0.5
