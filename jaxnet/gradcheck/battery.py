@@ -35,6 +35,7 @@ class Spec(NamedTuple):
     batch_argnums: tuple[int, ...] | None  # None: every argument gets the batch axis
     contract: bool = True
     finite_differences: bool = True
+    fd_float64: bool = True  # False once a float64 region failed to lower (say, PRNG bits)
 
 
 class TraceFailure(Exception):
@@ -153,8 +154,8 @@ def _battery(f, reference, spec, notes, args, key):
         pairs.update(_contract(cots))
     if spec.finite_differences:
         v = flat(draw(next(keys), args))
-        values, native = fd.directional(f, args, flat(u), v)
-        notes.fd_native = native
+        values, native = fd.directional(f, args, flat(u), v, float64=spec.fd_float64)
+        notes.fd_native = native or notes.fd_native
         pairs["finite_difference"] = (values, v)
     if spec.order >= 2 and reference is not None:
         _second_order(f, reference, args, u, hand_vjp(u), keys, notes, pairs)
@@ -296,10 +297,20 @@ def run(f, reference, spec: Spec, args: Sequence[PyTree], key):
         return _run_once(f, reference, spec, args, key)
     except TraceFailure as e:
         return _eager(f, reference, spec, args, key, e)
-    except Exception:
+    except Exception as e:
+        if spec.finite_differences and spec.fd_float64:
+            return _without_float64(f, reference, spec, args, key, e)
         if spec == _base(spec):
             raise
     return _by_parts(f, reference, spec, args, key)
+
+
+def _without_float64(f, reference, spec, args, key, error):
+    """The battery again, with finite differences in the arguments' dtype."""
+    pairs, notes = run(f, reference, spec._replace(fd_float64=False), args, key)
+    notes = copy.deepcopy(notes)
+    notes.fd_native = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    return pairs, notes
 
 
 def _run_once(f, reference, spec, args, key):

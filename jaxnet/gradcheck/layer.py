@@ -2,8 +2,9 @@
 
 A layer is (init, forward, backward): forward(params, state, x, *, train, key) returns
 (out, residual, new_state) and backward(params, residual, g) returns (dparams, dx). Its
-hand VJP is forward and backward tied into a `jax.custom_vjp` of (params, x); the
-reference is `jax.vjp` of the forward's output, unless another is given.
+hand VJP is forward and backward tied into one `jax.custom_vjp` of (params, x) (for a
+`serial` network, the whole chain of backwards); the reference is `jax.vjp` of
+`jaxnet.layers.apply`, the plain forward (a straight-through layer's `definition`).
 """
 
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
+from jaxnet import layers
 from jaxnet.gradcheck import battery
 from jaxnet.gradcheck.check import check
 from jaxnet.gradcheck.report import GradcheckError, Report
@@ -40,8 +42,8 @@ def hand_vjp(layer, state: PyTree, *, train: bool, key=None) -> Callable:
 
 
 def autodiff_reference(layer, state: PyTree, *, train: bool, key=None) -> Callable:
-    """(params, x) -> out, the layer's forward for `jax.vjp` to differentiate."""
-    return lambda params, x: layer.forward(params, state, x, train=train, key=key)[0]
+    """(params, x) -> out by `jaxnet.layers.apply`, for `jax.vjp` to differentiate."""
+    return lambda params, x: layers.apply(layer, params, state, x, train=train, key=key)[0]
 
 
 def away_from_zero(key, params: PyTree, scale: float = 0.1) -> PyTree:
@@ -60,6 +62,8 @@ def check_layer(
     input_shape: Sequence[int],
     *,
     x: ArrayLike | None = None,
+    state: PyTree | None = None,
+    input_scale: float = 1.0,
     dtype: DTypeLike = jnp.float32,
     modes: Sequence[str] = MODES,
     reference: Callable | None = None,
@@ -75,8 +79,9 @@ def check_layer(
     Args:
       layer: a `jaxnet.layers.Layer` (a `serial` network is one too).
       input_shape: x's shape, batch axis first, for `layer.init`.
-      x: the input; default N(0, 1) of input_shape and dtype (pass integer ids for an
-        embedding).
+      x: the input; default input_scale * N(0, 1) of input_shape and dtype (pass integer
+        ids for an embedding).
+      state: e.g. batch_norm's running statistics; default the layer's init.
       dtype: of the params and of the default x.
       modes: "train" and/or "eval" (dropout and batch_norm differ between them).
       reference: (params, state, x, *, train, key) -> out in plain jax.numpy; default the
@@ -92,9 +97,12 @@ def check_layer(
     if unknown:
         raise ValueError(f"check_layer: unknown modes {sorted(unknown)}; use 'train', 'eval'.")
     init_key, move_key, x_key, dropout_key = jax.random.split(jax.random.key(seed), 4)
-    _, params, state = layer.init(init_key, tuple(input_shape), dtype)
+    _, params, init_state = layer.init(init_key, tuple(input_shape), dtype)
     params = away_from_zero(move_key, params)
-    x = jax.random.normal(x_key, tuple(input_shape), dtype) if x is None else jnp.asarray(x)
+    state = init_state if state is None else state
+    if x is None:
+        x = input_scale * jax.random.normal(x_key, tuple(input_shape), dtype)
+    x = jnp.asarray(x)
     reports = {}
     for mode in modes:
         train = mode == "train"
