@@ -10,6 +10,8 @@ along v; it passes when the gap is at most `fd_rtol` |vjp(u)| |v| (Cauchy-Schwar
 the inner product by that, so cancellation inside it cannot fake a failure). The central
 difference runs in float64 when f accepts float64 arguments, else in the argument's own
 dtype with a step of about eps^(1/3) (jax#7742: check_grads' step is below bf16's eps).
+A float32 VJP carries its own rounding, which cancellation (a layernorm over few features)
+lifts to about 1e-4 of |vjp(u)| |v|: hence fd_rtol 1e-3 there, still far below any bug's.
 """
 
 from typing import NamedTuple
@@ -38,7 +40,7 @@ class Tolerance(NamedTuple):
 
 TOLERANCES = {
     "float64": Tolerance(rtol=1e-9, atol=1e-12, fd_rtol=1e-6, native_step=1e-5, native_fd_rtol=1e-6),
-    "float32": Tolerance(rtol=2e-5, atol=1e-6, fd_rtol=1e-4, native_step=5e-3, native_fd_rtol=2e-2),
+    "float32": Tolerance(rtol=2e-5, atol=1e-6, fd_rtol=1e-3, native_step=5e-3, native_fd_rtol=2e-2),
     "float16": Tolerance(rtol=4e-3, atol=1e-3, fd_rtol=2e-2, native_step=1e-1, native_fd_rtol=2e-1),
     "bfloat16": Tolerance(rtol=3e-2, atol=1e-2, fd_rtol=1e-1, native_step=2e-1, native_fd_rtol=3e-1),
 }
