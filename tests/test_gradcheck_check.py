@@ -5,7 +5,6 @@ would, each with a deliberately wrong variant that only the named check sees.
 """
 
 import functools
-from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp

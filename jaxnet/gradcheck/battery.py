@@ -148,7 +148,9 @@ def _battery(f, reference, spec, notes, args, key):
     got = cots["u"]
     pairs = {"draws": (flat(u), None), "hand": (got, None)}
     if reference is not None:
-        notes.attempt("reference", lambda: _reference(reference, args, u, out, hand_vjp, notes), pairs)
+        notes.attempt(
+            "reference", lambda: _reference(reference, args, u, out, hand_vjp, notes), pairs
+        )
         pairs.update(pairs.pop("reference", {}))
     if spec.contract:
         pairs.update(_contract(cots))
@@ -173,9 +175,7 @@ def _cotangents(hand_vjp, u, u2, us, contract):
         named[f"example{b}"] = jax.tree_util.tree_map(lambda x, b=b: x[b], us)
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *named.values())
     results = jax.lax.map(lambda c: flat(hand_vjp(c)), stacked)
-    return {
-        name: [None if r is None else r[i] for r in results] for i, name in enumerate(named)
-    }
+    return {name: [None if r is None else r[i] for r in results] for i, name in enumerate(named)}
 
 
 def _reference(reference, args, u, out, hand_vjp, notes):
@@ -254,9 +254,7 @@ def _transforms(f, args, us, cots, spec, notes, pairs):
     each = [cots[f"example{b}"] for b in range(BATCH)]
     per_example = _stack_flat(each)
     leaf_axes = [ax for a, ax in zip(args, axes) for _ in jax.tree_util.tree_leaves(a)]
-    summed = [
-        p if ax == 0 or p is None else jnp.sum(p, 0) for p, ax in zip(per_example, leaf_axes)
-    ]
+    summed = [p if ax == 0 or p is None else jnp.sum(p, 0) for p, ax in zip(per_example, leaf_axes)]
     hand_vjp = jax.vjp(f, *args)[1]
 
     def batched_f(*a):

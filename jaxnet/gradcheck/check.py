@@ -7,8 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnet.gradcheck import battery, residuals, tolerances
-from jaxnet.gradcheck.report import FAIL, PASS, SKIPPED, WEAK, GradcheckError, Report, Row
-from jaxnet.gradcheck.report import compare_leaf
+from jaxnet.gradcheck.report import (
+    FAIL,
+    PASS,
+    SKIPPED,
+    WEAK,
+    GradcheckError,
+    Report,
+    Row,
+    compare_leaf,
+)
 from jaxnet.typing import PyTree
 
 ORACLES = ("forward", "reference", "finite_difference", *battery.ORACLES_2)
@@ -140,7 +148,9 @@ def _rows(pairs, notes, paths, dtypes, overrides):
         rows += _pair_rows("forward", *pairs["forward"], out_paths, out_dtypes, overrides)
         rows += _pair_rows("reference", *pairs["reference"], paths, dtypes, overrides,
                            weak_if_small=True)  # fmt: skip
-        rows.append(Row("structure", "-", (), PASS, 0.0, None, 0.0, "tree and dtypes as autodiff's"))
+        rows.append(
+            Row("structure", "-", (), PASS, 0.0, None, 0.0, "tree and dtypes as autodiff's")
+        )
     for name in battery.ORACLES_2:
         if name in pairs:  # a zero second derivative is often the true one (ReLU): never weak
             rows += _pair_rows(name, *pairs[name], paths + [f"u{p[3:]}" for p in out_paths],

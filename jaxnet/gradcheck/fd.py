@@ -48,7 +48,9 @@ def _float64(f, leaves, treedef, u_leaves, v_leaves):
     with jax.enable_x64(True):
         wide = [x if v is None else jnp.asarray(x, jnp.float64) for x, v in zip(leaves, v_leaves)]
         # float64 values leave the program as they are
-        return _differences(f, wide, treedef, _wide(u_leaves), _wide(v_leaves), tolerances.FD64_STEP)
+        return _differences(
+            f, wide, treedef, _wide(u_leaves), _wide(v_leaves), tolerances.FD64_STEP
+        )
 
 
 def _wide(leaves):

@@ -124,7 +124,9 @@ def _bound(reference, state, train, key):
 
 
 def _combine(reports: dict[str, Report]) -> Report:
-    rows = [r._replace(check=f"{mode} {r.check}") for mode, rep in reports.items() for r in rep.rows]
+    rows = [
+        r._replace(check=f"{mode} {r.check}") for mode, rep in reports.items() for r in rep.rows
+    ]
     notes = [f"{mode}: {n}" for mode, rep in reports.items() for n in rep.notes]
     audit = next(iter(reports.values())).residuals
     return Report(rows, notes, audit)
