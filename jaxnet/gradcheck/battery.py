@@ -22,9 +22,14 @@ ORACLES_2 = ("rev_over_rev", "fwd_over_rev")
 TRANSFORMS = ("jit", "vmap", "vmap_of_grad", "grad_of_vmap", "scan", "checkpoint")
 BATCH = 2  # examples per transform check; each gets its own cotangent
 SCALE = 8.0  # a power of two: vjp(8 u) = 8 vjp(u) holds to the last bit
-# The programs run once per shape: compile time dominates, and XLA's backend optimisations
-# roughly double it for no gain here (same verdicts, about half the compile time on CPU).
-COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+# The program runs once per shape: compile time dominates. XLA's backend optimisations and
+# its CPU fusion emitters about double it for no gain here (same verdicts; measured on the
+# layernorm battery at order 2, 2 loaded cores: 4.4-6.0 s at level 0 alone, 2.5-3.1 s).
+COMPILER_OPTIONS = {
+    "xla_backend_optimization_level": 0,
+    "xla_cpu_use_fusion_emitters": False,
+    "xla_llvm_disable_expensive_passes": True,
+}
 
 
 class Spec(NamedTuple):

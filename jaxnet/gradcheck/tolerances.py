@@ -38,7 +38,7 @@ class Tolerance(NamedTuple):
     native_fd_rtol: float
 
 
-TOLERANCES = {  # fmt: skip
+TOLERANCES = {
     "float64": Tolerance(
         rtol=1e-9, atol=1e-12, fd_rtol=1e-6, native_step=1e-5, native_fd_rtol=1e-6
     ),
