@@ -301,6 +301,16 @@ def test_a_correct_float32_gelu_passes_and_float64_checks_tightly():
     assert {r.rtol for r in report.rows if r.check == "reference"} == {1e-9}
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_layernorm_passes_with_its_dtype_tolerance(dtype):
+    args = [a.astype(dtype) for a in (X, SCALE, BIAS)]
+    report = gradcheck.check(GOOD_LN, ln_reference, *args, order=1)
+    assert {r.rtol for r in report.rows if r.check == "reference"} == {
+        gradcheck.tolerances.for_dtype(dtype).rtol
+    }
+    assert check(make_layernorm(var_term=False), ln_reference, *args, order=1).failing_checks()
+
+
 def test_a_backward_that_cannot_trace_fails_jit_and_runs_the_rest_eagerly():
     def bwd(res, g):
         g = jnp.asarray(np.asarray(g))  # host numpy: runs eagerly, cannot trace
@@ -319,6 +329,14 @@ def test_a_closed_over_float32_target_runs_finite_differences_in_float32():
                              order=1)  # fmt: skip
     (row,) = [r for r in report.rows if r.check == "finite_difference"]
     assert row.verdict == "ok" and "refused float64" in row.note and row.rtol == 2e-2
+
+
+def test_without_a_reference_finite_differences_judge_alone():
+    report = check(make_dense(_bias_over_every_axis), None, X, W, B)
+    assert failing(report) == {"finite_difference"} and report.residuals is None
+    assert {r.verdict for r in report.rows if r.check in ("rev_over_rev", "fwd_over_rev")} == {
+        "skipped"
+    }
 
 
 def test_bad_arguments_are_refused_clearly():
