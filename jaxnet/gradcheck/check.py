@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnet.gradcheck import battery, residuals, tolerances
+from jaxnet.gradcheck import battery, residuals, run, tolerances, trees
 from jaxnet.gradcheck.report import (
     FAIL,
     PASS,
@@ -82,7 +82,7 @@ def check(
         None if batch_argnums is None else tuple(batch_argnums),
         finite_differences=finite_differences,
     )
-    pairs, notes = battery.run(f, reference, spec, args, jax.random.key(seed))
+    pairs, notes = run.run(f, reference, spec, args, jax.random.key(seed))
     overrides = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
     paths = _names(args, arg_names)
     dtypes = [jnp.result_type(x) for x in jax.tree_util.tree_leaves(args)]
@@ -117,14 +117,14 @@ def _validate(order, transforms, args):
             f"gradcheck.check: unknown transforms {sorted(unknown)}; "
             f"choose from {', '.join(battery.TRANSFORMS)}."
         )
-    if not any(battery.is_float(x) for x in jax.tree_util.tree_leaves(args)):
+    if not any(trees.is_float(x) for x in jax.tree_util.tree_leaves(args)):
         raise ValueError("gradcheck.check: no floating argument leaf to differentiate.")
 
 
 def _names(args, arg_names):
     if arg_names is None:
-        return ["args" + p for p in battery._paths(tuple(args))[0]]
-    return [n + p for n, a in zip(arg_names, args) for p in battery._paths(a)[0]]
+        return ["args" + p for p in trees.paths(tuple(args))[0]]
+    return [n + p for n, a in zip(arg_names, args) for p in trees.paths(a)[0]]
 
 
 def _tolerance(dtype, overrides, order=1):
@@ -214,7 +214,7 @@ def _jit_rows(f, args, pairs, paths, dtypes, overrides):
     u_leaves, treedef = pairs["jit_cotangent"][0], jax.tree_util.tree_structure(out)
     zeros = [np.zeros(np.shape(x), jax.dtypes.float0) for x in jax.tree_util.tree_leaves(out)]
     u = treedef.unflatten([z if x is None else x for x, z in zip(u_leaves, zeros)])
-    eager = battery.flat(hand_vjp(u))
+    eager = trees.flat(hand_vjp(u))
     eager = [None if x is None else np.asarray(x) for x in eager]
     return _pair_rows("jit", pairs["jit"][0], eager, paths, dtypes, overrides)
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
 from jaxnet import layers
-from jaxnet.gradcheck import battery
+from jaxnet.gradcheck import battery, trees
 from jaxnet.gradcheck.check import check
 from jaxnet.gradcheck.report import GradcheckError, Report
 from jaxnet.typing import PyTree
@@ -51,7 +51,7 @@ def away_from_zero(key, params: PyTree, scale: float = 0.1) -> PyTree:
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(key, max(len(leaves), 1))
     moved = [
-        x + scale * jax.random.normal(k, jnp.shape(x), x.dtype) if battery.is_float(x) else x
+        x + scale * jax.random.normal(k, jnp.shape(x), x.dtype) if trees.is_float(x) else x
         for k, x in zip(keys, leaves)
     ]
     return treedef.unflatten(moved)
