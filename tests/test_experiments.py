@@ -129,3 +129,13 @@ def test_benchmark_writes_table_and_json(tmp_path):
     bad = subprocess.run([*cmd[:3], "--sections=speed"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert bad.returncode != 0 and "unknown sections" in bad.stderr
+
+
+def test_gradcheck_speed_measures_both_and_the_hypothesis_run():
+    from experiments import gradcheck_speed
+
+    row = gradcheck_speed.time_per_shape("gelu", order=1, shapes=1)
+    assert row["check_s"] > 0 and row["check_grads_s"] > 0 and row["check_grads_passed"]
+    assert row["ratio"] == row["check_s"] / row["check_grads_s"]
+    run = gradcheck_speed.hypothesis_run(1)
+    assert run["distinct_shapes"] == 1 and run["seconds"] > 0
