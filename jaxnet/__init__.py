@@ -3,7 +3,8 @@
 The public API. Modules hold the rest: `jaxnet.layers` (each layer a forward rule and a
 hand-derived backward; `serial` networks), `jaxnet.losses`, `jaxnet.ops` (per-op hand
 VJPs), `jaxnet.reference` (plain jax.numpy, the tests' oracle), `jaxnet.initializers`,
-`jaxnet.gradcheck`, `jaxnet.train`.
+`jaxnet.gradcheck` (`check`, `check_layer`), `jaxnet.train`. `jaxnet.testing` (pytest
+assertions, hypothesis strategies) is imported on its own: it needs hypothesis.
 """
 
 from jaxnet import checks as checks

@@ -51,3 +51,4 @@ def test_train_and_eval_both_run_and_strict_flags_a_dead_relu_net():
         gradcheck.check_layer(L.relu(), (3, 5), x=-jnp.ones((3, 5)), order=1, transforms=(),
                               modes=("eval",), strict=True)  # fmt: skip
     assert e.value.report.passed and e.value.report.weak
+    assert any(note.startswith("eval: weak: every input of") for note in e.value.report.notes)

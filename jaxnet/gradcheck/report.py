@@ -83,7 +83,7 @@ class Report(NamedTuple):
     @property
     def weak(self) -> bool:
         return any(row.verdict == WEAK for row in self.rows) or any(
-            note.startswith("weak") for note in self.notes
+            _is_weak(note) for note in self.notes
         )
 
     def failing(self) -> list[str]:
@@ -99,7 +99,7 @@ class Report(NamedTuple):
         if not self.passed:
             return f"gradcheck failed: {', '.join(self.failing())}"
         weak = [f"{r.check} {r.leaf}" for r in self.rows if r.verdict == WEAK]
-        weak += [n for n in self.notes if n.startswith("weak")]
+        weak += [n for n in self.notes if _is_weak(n)]
         return f"gradcheck passed, but weak: {'; '.join(weak)}" if weak else "gradcheck passed"
 
     def __str__(self) -> str:
@@ -111,6 +111,10 @@ class Report(NamedTuple):
         ]  # fmt: skip
         lines = [self.summary(), table(header, body), *self.notes]
         return "\n".join(lines + ([str(self.residuals)] if self.residuals else []))
+
+
+def _is_weak(note: str) -> bool:
+    return note.startswith("weak:") or ": weak:" in note  # check_layer prefixes the mode
 
 
 def _err(row: Row) -> str:
