@@ -7,12 +7,22 @@ and compilation are not timed, and each figure is a median of --repeats runs.
   python -m experiments.benchmark --sections=step,memory --repeats=20
   python -m experiments.benchmark --output_dir=benchmarks/results
 
-Sections: step (one gradient step per mode against autodiff and the GEMM floor), torch
-(PyTorch eager, when importable), lesson (lesson 001's 500-step run), epoch (a train_mlp
-epoch on Fashion-MNIST-sized data against its matmul floor), memory (saved residuals and
-compiled temporary bytes), profile (jax.profiler time by kind of op for the epoch and the
-batch-4096 step, with their HLO in --output_dir/profile/), devices (train_mlp on 1/2/4/8
-simulated devices).
+Sections: step (one gradient step per mode against plain autodiff and the GEMM floor),
+torch (PyTorch eager, when importable), lesson (lesson 001's 500-step run), epoch (a
+train_mlp epoch on Fashion-MNIST-sized data against its matmul floor), memory (saved
+residuals and compiled temporary bytes), profile (jax.profiler time by kind of op for the
+epoch and the batch-4096 step, with their HLO in --output_dir/profile/), devices
+(train_mlp on 1/2/4/8 simulated devices), layers (three networks of jaxnet.layers against
+the same networks written in plain jax.numpy: paired timing, residuals, kernels; see
+experiments/layer_bench.py).
+
+The autodiff baseline ("plain") is the network as a user would write it in jax.numpy
+(experiments/plain.py), differentiated by jax.grad; jaxnet's own grad="autodiff", which
+goes through its checks, is a row of its own ("jaxnet_autodiff").
+
+A run of some sections keeps the other sections' results already in --output_dir: it
+merges into benchmark.json and rewrites benchmark.md from the merged results, noting when
+each section last ran.
 """
 
 import functools
@@ -34,21 +44,25 @@ from absl import app, flags
 from jax._src.ad_checkpoint import saved_residuals
 
 import jaxnet
-from experiments import common
+from experiments import common, layer_bench, plain
 from jaxnet import data, io, profiling, train
 from jaxnet.timing import interleaved_medians
 
-SECTIONS = ("step", "torch", "lesson", "epoch", "profile", "memory", "devices")
+SECTIONS = ("step", "torch", "lesson", "epoch", "profile", "memory", "devices", "layers")
 _SECTIONS = flags.DEFINE_list("sections", list(SECTIONS), f"Which of {list(SECTIONS)} to run.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed runs per figure (median).", lower_bound=3)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/benchmark", "Where benchmark.json goes.")
 _DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "2", "4", "8"], "For --sections=devices.")
+_ROUNDS = flags.DEFINE_integer("rounds", 41, "Paired rounds per network in --sections=layers.",
+                               lower_bound=3)  # fmt: skip
 
 # (sizes, batch) of lesson 001, the lessons' MNIST MLP, and a wide MLP at two batch sizes.
 CONFIGS = [([1000, 100, 10], 64), ([784, 100, 10], 64), ([784, 800, 800, 10], 512),
            ([784, 800, 800, 10], 4096)]  # fmt: skip
 LOSSES = ("cross_entropy", "mse")
-MODES = ("fused", "ops", "autodiff", "forward_and_backward", "floor")
+MODES = ("fused", "plain", "ops", "jaxnet_autodiff", "forward_and_backward", "floor")
+# jaxnet.mlp_loss's grad= for each mode that goes through it.
+MLP_GRADS = {"fused": "fused", "ops": "ops", "jaxnet_autodiff": "autodiff"}
 
 
 def _validate(sections):
@@ -96,8 +110,10 @@ def gemm_floor(params, x, g_out):
 def step_functions(sizes, batch, loss):
     """Jitted zero-argument calls, one per mode, each returning the gradients."""
     params, x, y = problem(sizes, batch, loss)
-    grad = {m: jax.jit(jax.grad(functools.partial(jaxnet.mlp_loss, loss=loss, grad=m)))
-            for m in ("fused", "ops", "autodiff")}  # fmt: skip
+    grad = {m: jax.jit(jax.grad(functools.partial(jaxnet.mlp_loss, loss=loss, grad=g)))
+            for m, g in MLP_GRADS.items()}  # fmt: skip
+    grad["plain"] = jax.jit(jax.grad(functools.partial(plain.mlp_loss, loss=loss)))
+    grad = {m: grad[m] for m in MODES if m in grad}  # fused and plain run back to back
     fb = jax.jit(functools.partial(jaxnet.forward_and_backward, loss=loss))
     floor = jax.jit(gemm_floor)
     g_out = jnp.ones((batch, sizes[-1]))
@@ -116,13 +132,13 @@ def section_step(repeats):
             for mode in MODES:
                 rows.append(dict(sizes=sizes, batch=batch, loss=loss, mode=mode,
                                  ms=1e3 * times[mode], gflops=flops / times[mode] / 1e9,
-                                 vs_autodiff=times[mode] / times["autodiff"],
+                                 vs_plain=times[mode] / times["plain"],
                                  floor_over_mode=times["floor"] / times[mode]))  # fmt: skip
-    fused = [r["vs_autodiff"] for r in rows if r["mode"] == "fused"]
+    fused = [r["vs_plain"] for r in rows if r["mode"] == "fused"]
     big = [r["floor_over_mode"] for r in rows if r["mode"] == "fused" and r["batch"] >= 512]
     targets = {
-        "fused/autodiff median (<= 1.0)": statistics.median(fused),
-        "fused/autodiff max (<= 1.05)": max(fused),
+        "fused/plain median (<= 1.0)": statistics.median(fused),
+        "fused/plain max (<= 1.05)": max(fused),
         "floor/fused min at batch >= 512 (>= 0.90)": min(big),
     }
     return rows, targets
@@ -394,8 +410,10 @@ def section_memory():
         for loss in LOSSES:
             params, x, y = problem(sizes, batch, loss)
             row = dict(sizes=sizes, batch=batch, loss=loss)
-            for mode in ("fused", "ops", "autodiff"):
-                f = functools.partial(jaxnet.mlp_loss, loss=loss, grad=mode)
+            losses = {m: functools.partial(jaxnet.mlp_loss, loss=loss, grad=g)
+                      for m, g in MLP_GRADS.items()}  # fmt: skip
+            losses["plain"] = functools.partial(plain.mlp_loss, loss=loss)
+            for mode, f in losses.items():
                 saved = saved_residuals(f, params, x, y)
                 row[f"{mode}_residual_bytes"] = _bytes(
                     a for a, why in saved if "argument" not in why
@@ -403,12 +421,8 @@ def section_memory():
                 row[f"{mode}_residual_count"] = sum("argument" not in why for _, why in saved)
                 compiled = jax.jit(jax.grad(f)).lower(params, x, y).compile()
                 row[f"{mode}_temp_bytes"] = int(compiled.memory_analysis().temp_size_in_bytes)
-            row["fused/autodiff residuals"] = (
-                row["fused_residual_bytes"] / row["autodiff_residual_bytes"]
-            )
-            row["fused/autodiff temp"] = row["fused_temp_bytes"] / max(
-                row["autodiff_temp_bytes"], 1
-            )
+            row["fused/plain residuals"] = row["fused_residual_bytes"] / row["plain_residual_bytes"]
+            row["fused/plain temp"] = row["fused_temp_bytes"] / max(row["plain_temp_bytes"], 1)
             rows.append(row)
     return rows
 
@@ -440,69 +454,121 @@ def section_devices():
 # --------------------------------------------------------------------------- report
 
 
-def _print_table(title, header, rows):
-    print(f"\n## {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+def _table(title, header, rows) -> list[str]:
+    """A markdown table under its title, as lines."""
+    lines = ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def report(results):
+def report(results) -> str:
+    """Every section in results as markdown tables."""
+    out = []
     if "step" in results:
-        _print_table("gradient step (median ms; ratios in the same process)",
-                     ["sizes", "batch", "loss", "mode", "ms", "GFLOP/s", "/autodiff", "floor/mode"],
-                     [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"], r["mode"],
-                       f"{r['ms']:.3f}", f"{r['gflops']:.1f}", f"{r['vs_autodiff']:.3f}",
-                       f"{r['floor_over_mode']:.3f}"]
-                      for r in results["step"]["rows"]])  # fmt: skip
+        out += _table("gradient step (median ms; ratios in the same process; plain: jax.grad "
+                      "of a hand-written jax.numpy MLP)",
+                      ["sizes", "batch", "loss", "mode", "ms", "GFLOP/s", "/plain", "floor/mode"],
+                      [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"], r["mode"],
+                        f"{r['ms']:.3f}", f"{r['gflops']:.1f}", f"{r['vs_plain']:.3f}",
+                        f"{r['floor_over_mode']:.3f}"]
+                       for r in results["step"]["rows"]])  # fmt: skip
         for k, v in results["step"]["targets"].items():
-            print(f"- {k}: {v:.3f}")
+            out.append(f"- {k}: {v:.3f}")
     if "torch" in results:
         t = results["torch"]
         if "skipped" in t:
-            print(f"\n## PyTorch eager: skipped, {t['skipped']}")
+            out.append(f"\n## PyTorch eager: skipped, {t['skipped']}")
         else:
-            _print_table(f"PyTorch {t['torch']} eager, {t['threads']} threads (median ms)",
-                         ["sizes", "batch", "loss", "mode", "ms", "fused/mode"],
-                         [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"], r["mode"],
-                           f"{r['ms']:.3f}", f"{r['fused_over_mode']:.3f}"]
-                          for r in t["rows"]])  # fmt: skip
+            out += _table(f"PyTorch {t['torch']} eager, {t['threads']} threads (median ms)",
+                          ["sizes", "batch", "loss", "mode", "ms", "fused/mode"],
+                          [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"], r["mode"],
+                            f"{r['ms']:.3f}", f"{r['fused_over_mode']:.3f}"]
+                           for r in t["rows"]])  # fmt: skip
     if "lesson" in results:
         lesson = results["lesson"]
-        _print_table("lesson 001, 500 steps (median ms)", ["run", "ms", "jaxnet_scan/run"],
-                     [[k, f"{v:.1f}", f"{lesson['ratios']['jaxnet_scan/' + k]:.3f}"]
-                      for k, v in lesson["ms"].items()])  # fmt: skip
+        out += _table("lesson 001, 500 steps (median ms)", ["run", "ms", "jaxnet_scan/run"],
+                      [[k, f"{v:.1f}", f"{lesson['ratios']['jaxnet_scan/' + k]:.3f}"]
+                       for k, v in lesson["ms"].items()])  # fmt: skip
     if "epoch" in results:
         e = results["epoch"]
-        _print_table(f"one train_mlp epoch, {e['data']}, {'-'.join(map(str, e['sizes']))}, "
-                     f"batch {e['batch_size']} (median s)", ["run", "s"],
-                     [[k, f"{v:.3f}"] for k, v in e["seconds"].items()])  # fmt: skip
-        print(f"- epoch/floor: {e['epoch_over_floor']:.3f}")
+        out += _table(f"one train_mlp epoch, {e['data']}, {'-'.join(map(str, e['sizes']))}, "
+                      f"batch {e['batch_size']} (median s)", ["run", "s"],
+                      [[k, f"{v:.3f}"] for k, v in e["seconds"].items()])  # fmt: skip
+        out.append(f"- epoch/floor: {e['epoch_over_floor']:.3f}")
         if "epoch_over_torch" in e:
-            print(f"- epoch/torch eager epoch: {e['epoch_over_torch']:.3f}")
+            out.append(f"- epoch/torch eager epoch: {e['epoch_over_torch']:.3f}")
     if "profile" in results:
         kinds = ["matmul", "elementwise", "gather", "shuffle", "copy", "total ops", "wall"]
-        _print_table("profile: jax.profiler op time by kind, mean per call (ms; ops may overlap)",
-                     ["run", *kinds],
-                     [[r["run"], *(f"{r['ms'].get(k, 0.0):.2f}" for k in kinds)]
-                      for r in results["profile"]])  # fmt: skip
+        out += _table("profile: jax.profiler op time by kind, mean per call (ms; ops may overlap)",
+                      ["run", *kinds],
+                      [[r["run"], *(f"{r['ms'].get(k, 0.0):.2f}" for k in kinds)]
+                       for r in results["profile"]])  # fmt: skip
     if "memory" in results:
-        _print_table("memory: residuals saved for the backward (beyond the arguments), "
-                     "compiled temporaries (bytes)",
-                     ["sizes", "batch", "loss", "fused res", "ops res", "autodiff res",
-                      "fused/autodiff res", "fused temp", "autodiff temp", "fused/autodiff temp"],
-                     [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"],
-                       str(r["fused_residual_bytes"]), str(r["ops_residual_bytes"]),
-                       str(r["autodiff_residual_bytes"]), f"{r['fused/autodiff residuals']:.3f}",
-                       str(r["fused_temp_bytes"]), str(r["autodiff_temp_bytes"]),
-                       f"{r['fused/autodiff temp']:.3f}"] for r in results["memory"]])  # fmt: skip
+        out += _table("memory: residuals saved for the backward (beyond the arguments), "
+                      "compiled temporaries (bytes)",
+                      ["sizes", "batch", "loss", "fused res", "ops res", "jaxnet_autodiff res",
+                       "plain res", "fused/plain res", "fused temp", "plain temp",
+                       "fused/plain temp"],
+                      [["-".join(map(str, r["sizes"])), str(r["batch"]), r["loss"],
+                        str(r["fused_residual_bytes"]), str(r["ops_residual_bytes"]),
+                        str(r["jaxnet_autodiff_residual_bytes"]), str(r["plain_residual_bytes"]),
+                        f"{r['fused/plain residuals']:.3f}", str(r["fused_temp_bytes"]),
+                        str(r["plain_temp_bytes"]), f"{r['fused/plain temp']:.3f}"]
+                       for r in results["memory"]])  # fmt: skip
     if "devices" in results:
-        _print_table("train_mlp digits, 3 epochs, batch 64, on N simulated CPU devices "
-                     "(they share the same cores: not faster)",
-                     ["devices", "test loss", "wall s", "samples/s (last epoch)"],
-                     [[str(r["devices"]), f"{r['test_loss']:.6f}", f"{r['wall_seconds']:.2f}",
-                       f"{r['samples_per_second']:,.0f}"] for r in results["devices"]])  # fmt: skip
+        out += _table("train_mlp digits, 3 epochs, batch 64, on N simulated CPU devices "
+                      "(they share the same cores: not faster)",
+                      ["devices", "test loss", "wall s", "samples/s (last epoch)"],
+                      [[str(r["devices"]), f"{r['test_loss']:.6f}", f"{r['wall_seconds']:.2f}",
+                        f"{r['samples_per_second']:,.0f}"]
+                       for r in results["devices"]])  # fmt: skip
+    if "layers" in results:
+        out += _table(
+            "layers: a value_and_grad step of jaxnet.layers networks against the same "
+            "network in plain jax.numpy under jax.grad (paired interleaved rounds; "
+            "kernels and dots read from the compiled HLO)",
+            *layer_bench.table(results["layers"]),
+        )
+        out += layer_bench.work_lines(results["layers"]) + layer_bench.target_lines(
+            results["layers"]
+        )
+    return "\n".join(out)
+
+
+def _command() -> str:
+    return "python -m experiments.benchmark " + " ".join(sys.argv[1:])
+
+
+def merge(path: Path, results: dict, sections, command: str) -> dict:
+    """The results already at `path` with this run's sections replacing theirs.
+
+    "runs" records, per section, the command, date and machine of the run it comes from.
+    """
+    old = json.loads(path.read_text()) if path.exists() else {}
+    merged = {**old, **{name: results[name] for name in sections}}
+    run = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "machine": results["machine"], "repeats": results["repeats"],
+           "load_average": results["load_average"]}  # fmt: skip
+    runs = old.get("runs", {name: {"command": "an earlier run", "machine": old.get("machine")}
+                            for name in SECTIONS if name in old})  # fmt: skip
+    merged["runs"] = {**runs, **{name: run for name in sections}}
+    merged["machine"], merged["repeats"] = results["machine"], results["repeats"]
+    merged["seconds"] = results["seconds"]
+    return merged
+
+
+def markdown(results: dict) -> str:
+    """benchmark.md: where each section comes from, then every table."""
+    lines = ["# jaxnet benchmark (`python -m experiments.benchmark`)", ""]
+    for name in SECTIONS:
+        if name in results.get("runs", {}):
+            run = results["runs"][name]
+            machine = run.get("machine") or {}
+            lines.append(f"- {name}: `{run['command']}`, {run.get('date', 'date not recorded')}, "
+                         f"{machine.get('backend', '?')} with {machine.get('cpus', '?')} CPUs, "
+                         f"jax {machine.get('jax', '?')}"
+                         + (f", load average {run['load_average'][0]:.1f} at the start"
+                            if "load_average" in run else ""))  # fmt: skip
+    return "\n".join(lines) + "\n" + report(results) + "\n"
 
 
 def main(argv):
@@ -512,12 +578,13 @@ def main(argv):
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                            "backend": jax.default_backend(), "devices": jax.device_count(),
                            "jax": jax.__version__, "optax": optax.__version__},
-               "repeats": repeats}  # fmt: skip
+               "repeats": repeats, "load_average": os.getloadavg()}  # fmt: skip
     start = time.perf_counter()
     if "step" in sections:
         rows, targets = section_step(repeats)
         results["step"] = {"rows": rows, "targets": targets}
     runners = {"torch": lambda: section_torch(repeats), "lesson": lambda: section_lesson(repeats),
+               "layers": lambda: layer_bench.section(_ROUNDS.value),
                "epoch": lambda: section_epoch(repeats),
                "profile": lambda: section_profile(Path(_OUTPUT_DIR.value)),
                "memory": section_memory, "devices": section_devices}  # fmt: skip
@@ -525,9 +592,12 @@ def main(argv):
         if name in sections:
             results[name] = runner()
     results["seconds"] = time.perf_counter() - start
-    report(results)
-    path = io.write_json_atomic(Path(_OUTPUT_DIR.value) / "benchmark.json", results)
-    print(f"\nwrote {path} in {results['seconds']:.0f}s")
+    print(report(results))
+    output_dir = Path(_OUTPUT_DIR.value)
+    merged = merge(output_dir / "benchmark.json", results, sections, _command())
+    path = io.write_json_atomic(output_dir / "benchmark.json", merged)
+    io.write_bytes_atomic(output_dir / "benchmark.md", markdown(merged).encode())
+    print(f"\nwrote {path} and benchmark.md beside it in {results['seconds']:.0f}s")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@ r"""Lessons 000 and 003: how the init scale makes activations explode, vanish, o
 
 One layer: mean and std after `lin` and after `relu`, per scheme, for inputs of std 1.
 Deep chains: lesson 000's 50 layers of 100 and fast.ai's 100 layers of 512, with and
-without ReLU: the layer where activations first overflow or vanish, and the final moments.
+without ReLU: each chain's verdict (holds, explodes, vanishes, overflows, underflows, see
+`jaxnet.stats.verdict`), the layer where it showed, and the final moments.
 
   python -m experiments.init_stats
   python -m experiments.init_stats --batch=64 --chains=50x100
@@ -80,11 +81,18 @@ def deep_chain(key, batch: int, depth: int, width: int, relu: bool) -> list[dict
     for name in CHAIN_SCHEMES:
         weights = _weights(w_key, name, x, depth, width, relu)
         means, stds = stats.chain_stds(x, weights, relu=relu)
-        layer, status = stats.first_failure(stds)
-        rows.append(dict(scheme=name, depth=depth, width=width, relu=relu, fails_at=layer,
-                         status=status, final_mean=float(means[-1]), final_std=float(stds[-1]),
+        verdict = stats.verdict(stds)
+        rows.append(dict(scheme=name, depth=depth, width=width, relu=relu,
+                         verdict=verdict.verdict, layer=verdict.layer,
+                         final_mean=float(means[-1]), final_std=verdict.final_std,
                          std_per_layer=np.asarray(stds, np.float64).tolist()))  # fmt: skip
     return rows
+
+
+VERDICT_LEGEND = """\
+verdict: holds = final std in [0.1, 10]; explodes / vanishes = final std above 10 / below
+0.1, at the first layer past the bound; overflows = inf or nan, underflows = std exactly 0,
+at the first layer where it happened."""
 
 
 def _fmt(v) -> str:
@@ -96,12 +104,13 @@ def print_tables(single: list[dict], chains: list[dict]) -> None:
     for r in single:
         print(f"{r['scheme']:16} " + " ".join(f"{_fmt(r[k]):>10}" for k in
               ("lin_mean", "lin_std", "relu_mean", "relu_std")))  # fmt: skip
-    print(f"\n{'chain':10} {'relu':5} {'scheme':15} {'fails at':>9} {'status':9} "
+    print(f"\n{'chain':10} {'relu':5} {'scheme':15} {'verdict':10} {'at layer':>8} "
           f"{'final mean':>11} {'final std':>11}")  # fmt: skip
     for r in chains:
-        chain, fails = f"{r['depth']}x{r['width']}", _fmt(r["fails_at"])
-        print(f"{chain:10} {str(r['relu']):5} {r['scheme']:15} {fails:>9} {r['status']:9} "
+        chain, layer = f"{r['depth']}x{r['width']}", "" if r["layer"] is None else r["layer"]
+        print(f"{chain:10} {str(r['relu']):5} {r['scheme']:15} {r['verdict']:10} {layer:>8} "
               f"{_fmt(r['final_mean']):>11} {_fmt(r['final_std']):>11}")  # fmt: skip
+    print(VERDICT_LEGEND)
 
 
 def plot(chains: list[dict], path: str) -> str:

@@ -349,24 +349,23 @@ def batch_norm(*, momentum: float = 0.1, eps: float = 1e-5) -> Layer:
     def backward(params, residual, g):
         xhat = residual["xhat"]
         axes = tuple(range(g.ndim - 1))
-        dparams = {"scale": jnp.sum(g * xhat, axis=axes), "bias": jnp.sum(g, axis=axes)}
-        h = g * params["scale"]  # the cotangent of xhat
+        dscale, dbias = jnp.sum(g * xhat, axis=axes), jnp.sum(g, axis=axes)
         if "running_rstd" in residual:
             # Eval mode: xhat = (x - running_mean) r is affine in x, so dx = s r g.
-            return dparams, h * residual["running_rstd"]
+            dx = g * (params["scale"] * residual["running_rstd"])
+            return {"scale": dscale, "bias": dbias}, dx
         # Train mode: mu and var depend on every row. makemore part 4's one-line backward,
-        #   dx = s r / n (n g - sum(g) - xhat sum(g xhat))  (sums over the batch, per feature),
+        #   dx = s r / n (n g - sum(g) - xhat sum(g xhat))   (sums over the batch, per feature)
         # with the biased variance; the lecture's Bessel-corrected forward puts n / (n - 1)
-        # before the last sum, here it is 1. In terms of h = g s:
-        #   dx = r (h - mean(h) - xhat mean(h xhat)).
-        rstd = residual["rstd"]
-        dx = rstd * (h - jnp.mean(h, axis=axes) - xhat * jnp.mean(h * xhat, axis=axes))
-        return dparams, dx
+        # before the last sum, here it is 1. The two sums are dbias and dscale, already made.
+        n = int(np.prod(g.shape[:-1]))
+        dx = (params["scale"] * residual["rstd"]) * (g - dbias / n - xhat * (dscale / n))
+        return {"scale": dscale, "bias": dbias}, dx
 
     return Layer(init, forward, backward, "batch_norm")
 
 
-# --------------------------------------------------------------- dropout, embedding
+# ---------------------------------------------- dropout, the Bernoulli gate, embedding
 
 
 def dropout(rate: float) -> Layer:
@@ -399,6 +398,68 @@ def dropout(rate: float) -> Layer:
         return {}, jnp.where(keep, g / (1 - rate), jnp.zeros_like(g))
 
     return Layer(_stateless_init, forward, backward, "dropout")
+
+
+def bernoulli_gate(*, init_logit: float = 1.0) -> Layer:
+    """A learned stochastic gate per feature: y = x * z, z ~ Bernoulli(sigmoid(logits)).
+
+    Train mode draws z for every element (a fresh gate per example) and needs `key`; eval
+    mode is deterministic: z = 1[sigmoid(logits) > 0.5], i.e. open where logits > 0.
+
+    The sample has zero derivative in the logits almost everywhere, so jax.grad of the plain
+    forward never trains them. The backward is the straight-through estimator instead, and
+    `definition` is the forward whose jax.grad it is: x * (z + p - stop_gradient(p)), the
+    same value (p - stop_gradient(p) is exactly 0) with dz/dlogits taken as dp/dlogits.
+
+    Params: {"logits": [features]}, all `init_logit` (1.0: each gate open with p = 0.73).
+    Residual: the input and the boolean gates.
+    """
+
+    def init(key, input_shape, dtype=jnp.float32):
+        del key
+        params = {"logits": jnp.full((input_shape[-1],), init_logit, dtype)}
+        return tuple(input_shape), params, {}
+
+    def gates(params, x, train, key):
+        logits = params["logits"]
+        if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != logits.shape[0]:
+            raise LayerError(
+                f"bernoulli_gate: input of shape {jnp.shape(x)} does not fit logits of shape "
+                f"{logits.shape}; expected [..., {logits.shape[0]}]."
+            )
+        _check_dtype("bernoulli_gate", x, logits, "logits")
+        if not train:
+            return jnp.broadcast_to(logits > 0, jnp.shape(x))  # sigmoid(a) > 0.5 iff a > 0
+        if key is None:
+            raise LayerError(
+                "bernoulli_gate: train mode draws the gates and needs a PRNG key; pass "
+                "key=... (e.g. jax.random.key(0)), or train=False for the deterministic gates."
+            )
+        return jax.random.bernoulli(key, jax.nn.sigmoid(logits), jnp.shape(x))
+
+    def forward(params, state, x, *, train=False, key=None):
+        z = gates(params, x, train, key)
+        return jnp.where(z, x, jnp.zeros_like(x)), (x, z), state
+
+    def backward(params, residual, g):
+        # y = x z. dx = g z exactly. z is a step function of the logits a (a sample, or the
+        # threshold a > 0), whose derivative is 0 almost everywhere; straight-through takes
+        # dz/da := dp/da = p (1 - p), p = sigmoid(a), so da_j = sum over examples of g x p (1 - p).
+        # Its bias: the exact gradient of E_z[L] is p (1 - p) E[L(z_j = 1) - L(z_j = 0)];
+        # the estimator puts dL/dz_j = g x_j at the sampled z in place of that difference,
+        # which is exact only when L is linear in z_j.
+        x, z = residual
+        p = jax.nn.sigmoid(params["logits"])
+        axes = tuple(range(g.ndim - 1))
+        dlogits = jnp.sum(g * x, axis=axes) * (p * (1 - p))
+        return {"logits": dlogits}, jnp.where(z, g, jnp.zeros_like(g))
+
+    def definition(params, state, x, *, train=False, key=None):
+        p = jax.nn.sigmoid(params["logits"])
+        z = gates(params, x, train, key).astype(x.dtype)
+        return x * (z + (p - jax.lax.stop_gradient(p))), state
+
+    return Layer(init, forward, backward, "bernoulli_gate", definition=definition)
 
 
 def embedding(vocab: int, features: int) -> Layer:

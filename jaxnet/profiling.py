@@ -11,11 +11,16 @@ out, since its time is the time of the ops inside it.
 
 Ops may run at the same time on different cores, so the kinds can sum to more than the
 wall time.
+
+Two readings of the same text need no run at all: `kernel_counts` (how many kernels of each
+kind the program launches, each a pass over its operands) and `dot_signatures` (every matrix
+product's operand shapes and contracting dimensions, to compare two programs' products).
 """
 
 import collections
 import gzip
 import json
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -31,6 +36,14 @@ _KIND_OF_OPCODE = {"dot": "matmul", "convolution": "matmul", "gather": "gather",
                    "dynamic-slice": "gather", "sort": "shuffle", "copy": "copy"}  # fmt: skip
 _PRECEDENCE = ("matmul", "shuffle", "gather", "copy", "elementwise")
 _CALL = "jaxnet.profiling call"
+_ENTRY = re.compile(r"^ENTRY\s+%?([\w.\-]+)")
+_DEFINITION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = ([a-z]\w*\[[\d,]*\])")
+_DOT = re.compile(r"= [a-z]\w*\[[\d,]*\]\S* dot\(%?([\w.\-]+), %?([\w.\-]+)\)(.*)")
+_DIMS = re.compile(r"(lhs_batch_dims|rhs_batch_dims|lhs_contracting_dims|rhs_contracting_dims)"
+                   r"=\{([\d,]*)\}")  # fmt: skip
+_OPERANDS = re.compile(r"^\((.*?)\)")
+_NAME = re.compile(r"%([\w.\-]+)")
+_DIM_NAMES = ("lhs_contracting_dims", "rhs_contracting_dims", "lhs_batch_dims", "rhs_batch_dims")
 
 
 def _computations(hlo_text: str) -> dict[str, list[str]]:
@@ -70,6 +83,68 @@ def op_kinds(hlo_text: str) -> dict[str, str]:
             if (k := kind(line)) is not None:
                 kinds[_INSTRUCTION.match(line).group(1)] = k
     return kinds
+
+
+def _entry(hlo_text: str) -> str:
+    for line in hlo_text.splitlines():
+        if match := _ENTRY.match(line):
+            return match.group(1)
+    raise ValueError("the HLO text has no ENTRY computation; pass compiled.as_text().")
+
+
+def _elements(hlo_type: str) -> int:
+    dims = hlo_type[hlo_type.index("[") + 1 : -1]
+    return math.prod(int(d) for d in dims.split(",") if d)
+
+
+def kernel_counts(hlo_text: str, large: int | None = None) -> dict[str, int]:
+    """How many ops of each kind (see `op_kinds`) the entry computation runs, and "reduce":
+    how many of them hold a reduction. Each is one pass over its operands in memory.
+
+    With `large` (a number of elements), also "large passes": the ops other than matrix
+    products that read or write an array of at least that many elements, e.g. batch x
+    hidden activations.
+    """
+    bodies = _computations(hlo_text)
+    kinds = op_kinds(hlo_text)
+    lines = bodies[_entry(hlo_text)]
+    types = {m.group(1): m.group(2) for line in lines if (m := _DEFINITION.match(line))}
+    counts = collections.Counter(
+        {"reduce": 0} if large is None else {"reduce": 0, "large passes": 0}
+    )
+    for line in lines:
+        match = _INSTRUCTION.match(line)
+        if match is None or (kind := kinds.get(match.group(1))) is None:
+            continue
+        counts[kind] += 1
+        called = _CALLS.search(line)
+        inner = bodies.get(called.group(1), []) if called else [line]
+        counts["reduce"] += any(" reduce(" in sub for sub in inner)
+        if large is not None and kind != "matmul":
+            operands = _OPERANDS.search(line[match.end() - 1 :])
+            names = [match.group(1), *_NAME.findall(operands.group(1) if operands else "")]
+            counts["large passes"] += any(
+                n in types and _elements(types[n]) >= large for n in names
+            )
+    return dict(counts)
+
+
+def dot_signatures(hlo_text: str) -> list[tuple]:
+    """Every dot in the module, fused or not, as (lhs type, rhs type, lhs contracting dims,
+    rhs contracting dims, lhs batch dims, rhs batch dims), sorted.
+
+    Two programs with equal lists compute the same matrix products, whatever fuses around them.
+    """
+    signatures = []
+    for lines in _computations(hlo_text).values():
+        types = {m.group(1): m.group(2) for line in lines if (m := _DEFINITION.match(line))}
+        for line in lines:
+            if (match := _DOT.search(line)) is None:
+                continue
+            dims = dict(_DIMS.findall(match.group(3)))
+            operands = (types.get(match.group(1), "?"), types.get(match.group(2), "?"))
+            signatures.append((*operands, *(dims.get(k, "") for k in _DIM_NAMES)))
+    return sorted(signatures)
 
 
 def _trace_events(trace_dir: Path) -> list[dict]:

@@ -10,11 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chex
 import jax
 import numpy as np
 import pytest
 
-from jaxnet import initializers, matmul, stats
+import jaxnet
+from jaxnet import initializers, matmul
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +37,12 @@ def test_init_stats_small(tmp_path):
     assert abs(single["lecun_normal"]["lin_std"] - 1) < 0.1
     assert abs(single["lecun_normal"]["relu_mean"] - 0.40) < 0.06
     chains = {(r["scheme"], r["relu"]): r for r in results["chains"]}
-    assert chains[("normal", False)]["status"] == "overflow"  # lesson 000: nan within 50 layers
-    assert chains[("kaiming_normal", True)]["status"] == "ok"
+    assert chains[("normal", False)]["verdict"] == "overflows"  # lesson 000: nan within 50
+    assert 20 < chains[("normal", False)]["layer"] < 50
+    assert chains[("kaiming_normal", True)]["verdict"] == "holds"
+    assert chains[("kaiming_normal", False)]["verdict"] == "explodes"  # the issue's 2.8e7
+    assert chains[("torch_default", False)]["verdict"] == "vanishes"  # and its 1e-12
+    assert "underflows = std exactly 0" in out
     assert abs(chains[("lsuv", False)]["final_std"] - 1) < 0.1
     assert "lsuv" in out and "std_per_layer.png" in out
 
@@ -52,18 +58,11 @@ def test_lsuv_gives_unit_variance_per_layer():
         x = jax.nn.relu(h)
 
 
-def test_chain_detects_overflow_hidden_by_relu():
-    x = jax.random.normal(jax.random.key(0), (8, 100))
-    weights = stats.chain_weights(jax.random.key(1), initializers.normal, 60, 100)
-    _, stds = stats.chain_stds(x, weights, relu=True)
-    layer, status = stats.first_failure(stds)
-    assert status == "overflow" and 30 < layer < 60
-
-
 def test_bad_flags_fail_with_a_message(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     bad = [("init_stats", "--chains=50by100"), ("matmul_ladder", "--shape=5,0,3"),
-           ("bias_homework", "--steps=-1"), ("dynamic_net", "--momentum=2")]  # fmt: skip
+           ("bias_homework", "--steps=-1"), ("dynamic_net", "--momentum=2"),
+           ("deep_norm", "--arms=relu,bogus")]  # fmt: skip
     for name, flag in bad:
         cmd = [sys.executable, "-m", f"experiments.{name}", flag, f"--output_dir={tmp_path}"]
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -118,6 +117,9 @@ def test_dynamic_net_small(tmp_path, grad):
 
 
 def test_benchmark_writes_table_and_json(tmp_path):
+    # An earlier run's section, which a run of other sections must keep.
+    devices = [{"devices": 1, "test_loss": 0.5, "wall_seconds": 2.0, "samples_per_second": 9.0}]
+    (tmp_path / "benchmark.json").write_text(json.dumps({"devices": devices, "machine": {}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "experiments.benchmark", "--sections=lesson", "--repeats=3",
            f"--output_dir={tmp_path}"]  # fmt: skip
@@ -126,9 +128,85 @@ def test_benchmark_writes_table_and_json(tmp_path):
     results = json.loads((tmp_path / "benchmark.json").read_text())
     assert {"jaxnet_scan", "numpy_float64", "numpy_float32"} <= set(results["lesson"]["ms"])
     assert "| jaxnet_scan |" in done.stdout
+    assert results["devices"] == devices and "| 1 | 0.500000 |" not in done.stdout
+    assert results["runs"]["lesson"]["command"].endswith(f"--output_dir={tmp_path}")
+    assert results["runs"]["devices"]["command"] == "an earlier run"
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert "| jaxnet_scan |" in markdown and "| 1 | 0.500000 |" in markdown
     bad = subprocess.run([*cmd[:3], "--sections=speed"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert bad.returncode != 0 and "unknown sections" in bad.stderr
+
+
+def test_straight_through_trains_the_gates_that_autodiff_leaves(tmp_path):
+    results, out = _run_script("straight_through", tmp_path, "--steps=250", "--hidden=16",
+                               "--noise_features=16")  # fmt: skip
+    arms = {r["arm"]: r for r in results["arms"]}
+    sample, straight = arms["autodiff_sample"], arms["straight_through"]
+    assert sample["max_logit_change"] == 0 and sample["open_fraction"] == 1  # untrained
+    assert straight["max_logit_change"] > 1
+    assert straight["open_noise"] < 0.25 < straight["open_pixels"]  # noise closes first
+    assert straight["test_accuracy"] > 0.85 and "gates.png" in out
+
+
+def test_deep_norm_small_shows_batch_norm_holding_where_relu_leaves_the_band(tmp_path):
+    results, out = _run_script("deep_norm", tmp_path, "--dataset=digits", "--depth=4",
+                               "--width=32", "--epochs=3", "--arms=relu,batch_norm",
+                               "--learning_rate=0.3")  # fmt: skip
+    arms = {r["arm"]: r for r in results["arms"]}
+    assert arms["relu"]["first_step_out_of_band"] is not None  # lr 0.3 blows it up
+    assert arms["batch_norm"]["first_step_out_of_band"] is None
+    assert arms["batch_norm"]["test_accuracy"] > 0.8
+    assert len(arms["batch_norm"]["final_std"]) == 4 and results["steps"] == 36
+    assert "std_per_layer.png" in out and "colorful_dimension.png" in out
+
+
+def test_layers_section_compares_with_the_plain_network():
+    from experiments import layer_bench  # defines no flags, unlike the scripts
+
+    results = layer_bench.section(3, batch=4, hidden=(8,), architectures=("bn_tanh",))
+    results = json.loads(json.dumps(results))  # as benchmark.json holds it
+    (net,) = results["networks"]
+    rows = {r["mode"]: r for r in net["rows"]}
+    assert list(rows) == list(layer_bench.MODES) and net["sizes"] == [784, 8, 10]
+    assert rows["plain"]["vs_plain"]["median"] == 1.0
+    assert all(r["dots"] == 5 and r["same_dots_as_plain"] for r in rows.values())
+    assert rows["fused"]["residual_bytes"] < rows["plain"]["residual_bytes"]
+    for kind in ("elementwise", "large passes"):
+        assert rows["fused"]["kernels"][kind] < rows["plain"]["kernels"][kind], kind
+    assert rows["floor"]["kernels"]["large passes"] == 0
+    header, table = layer_bench.table(results)
+    assert len(table) == 5 and all(len(row) == len(header) for row in table)
+    lines = layer_bench.target_lines(results)
+    assert any(line.startswith("- fused/plain residual bytes, bn_tanh: ") for line in lines)
+    assert layer_bench.work_lines(results)[0].startswith("- bn_tanh, fused vs plain: passes over")
+
+
+def test_layers_section_refuses_a_plain_network_that_computes_something_else():
+    from experiments import layer_bench
+
+    net, plain_loss, args = layer_bench.problem("relu_mlp", (8,), 4)
+    progs = layer_bench.programs(net, plain_loss, args)
+    layer_bench.check_same_step(progs)
+    wrong = layer_bench.programs(net, lambda p, s, x, y: plain_loss(p, s, 2 * x, y), args)
+    with pytest.raises(AssertionError, match="fused and plain differ"):
+        layer_bench.check_same_step(wrong)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_the_plain_mlp_is_the_network_jaxnet_computes(loss):
+    from experiments import plain  # the step and memory sections' baseline
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    params = jaxnet.init_mlp(keys[0], [6, 5, 3])
+    x = jax.random.normal(keys[1], (4, 6))
+    y = (jax.random.randint(keys[2], (4,), 0, 3) if loss == "cross_entropy"
+         else jax.random.normal(keys[2], (4, 3)))  # fmt: skip
+    got = jax.value_and_grad(plain.mlp_loss)(params, x, y, loss=loss)
+    want = jax.value_and_grad(jaxnet.mlp_loss)(params, x, y, loss=loss)
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+    if loss == "mse":  # the comparison tells a different loss apart
+        assert not np.allclose(got[0], jaxnet.mlp_loss(params, x, y, loss="sum_squares"))
 
 
 def test_gradcheck_speed_measures_both_and_the_hypothesis_run():

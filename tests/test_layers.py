@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxnet import layers as L
-from jaxnet import network
+from jaxnet import network, stats
 
 
 class Case(NamedTuple):
@@ -108,6 +108,14 @@ def _no_skip(layer):  # the residual block's skip path forgotten in the backward
     return _with_backward(layer, lambda p, r, g, dp, dx: (dp, dx - g))
 
 
+def _identity_straight_through(layer):  # dz/da taken as 1, not as p (1 - p)
+    def fix(p, r, g, dp, dx):
+        x, _ = r
+        return {"logits": jnp.sum(g * x, axis=tuple(range(g.ndim - 1)))}, dx
+
+    return _with_backward(layer, fix)
+
+
 def _block():
     return L.residual(L.layer_norm(), L.dense(8), L.gelu(), L.dense(6))
 
@@ -131,7 +139,15 @@ CASES = {
     "flatten": Case(L.flatten, (2, 3), _flatten_wrong),
     "residual": Case(_block, (6,), _no_skip),
     "serial": Case(lambda: L.serial(L.dense(5), L.tanh(), L.dense(3)), (4,), _scaled_dx(1.01)),
+    # Checked against its definition (the straight-through estimator), not the sample's
+    # derivative: L.apply runs a layer's `definition` when it has one.
+    "bernoulli_gate_train": Case(L.bernoulli_gate, (6,), _identity_straight_through, train=True),
+    "bernoulli_gate_eval": Case(L.bernoulli_gate, (6,), _identity_straight_through),
+    "probe": Case(stats.probe, (6,), _scaled_dx(1.01)),  # the identity, recording its input
 }
+
+# The layers whose backward is the derivative of their forward: finite differences hold them.
+DERIVATIVES = [n for n in CASES if CASES[n].make().definition is None]
 
 
 def _away_from_zero(key, tree):
@@ -267,10 +283,11 @@ def _finite_difference_gap(f, params, state, x, key, eps=1e-6):
     return jnp.abs(analytic - numeric) / jnp.maximum(jnp.abs(numeric), 1e-8)
 
 
-@pytest.mark.parametrize("name", [n for n in CASES if n != "general_relu"][::2])
+@pytest.mark.parametrize("name", [n for n in DERIVATIVES if n != "general_relu"][::2])
 def test_finite_differences(name):
     # A sample of the registry. general_relu has kinks at 0 and maxv that a random step can
-    # cross; its exact check against jax.grad above is the one that holds it.
+    # cross; its exact check against jax.grad above is the one that holds it. The gates'
+    # backward is by design not the derivative of their forward, so they are left out.
     case = CASES[name]
     with jax.enable_x64(True):
         layer, params, state, x, key = setup(case, 3, jnp.float64)
@@ -351,6 +368,42 @@ def test_batch_norm_state_keeps_its_dtype_in_a_scan():
 
     final, _ = jax.lax.scan(body, state, xs)
     assert all(v.dtype == jnp.float32 for v in final.values())
+
+
+# ------------------------------------------------------------------------ bernoulli_gate
+
+
+def test_bernoulli_gate_forward_equals_its_definition_and_only_the_definition_trains():
+    gate = L.bernoulli_gate()
+    _, params, state = gate.init(jax.random.key(0), (64, 5))
+    params = {"logits": jnp.array([-2.0, -0.5, 0.5, 1.0, 3.0])}
+    x = jax.random.normal(jax.random.key(1), (64, 5))
+    key = jax.random.key(2)
+    out, _, _ = gate.forward(params, state, x, train=True, key=key)
+    by_definition, _ = L.apply(gate, params, state, x, train=True, key=key)
+    np.testing.assert_array_equal(out, by_definition)  # the same sample, the same value
+
+    def loss(layer, p):
+        return jnp.sum(L.apply(layer, p, state, x, train=True, key=key)[0] * x)
+
+    sampled = jax.grad(functools.partial(loss, gate._replace(definition=None)))(params)
+    assert not np.any(sampled["logits"])  # jax.grad of the sample: exactly zero
+    straight_through = jax.grad(functools.partial(loss, gate))(params)
+    assert np.all(straight_through["logits"] > 0)  # y . x rewards every open gate
+
+
+def test_bernoulli_gate_opens_with_probability_sigmoid_in_train_and_by_sign_in_eval():
+    gate = L.bernoulli_gate()
+    logits = jnp.array([-2.0, 0.0, 1.0, 3.0])
+    params, x = {"logits": logits}, jnp.ones((20000, 4))
+    out, _, _ = gate.forward(params, {}, x, train=True, key=jax.random.key(0))
+    np.testing.assert_allclose(out.mean(0), jax.nn.sigmoid(logits), atol=0.01)
+    evaluated, _, _ = gate.forward(params, {}, x, train=False)
+    np.testing.assert_array_equal(evaluated[0], [0.0, 0.0, 1.0, 1.0])  # sigmoid(0) = 0.5 is shut
+    with pytest.raises(L.LayerError, match="needs a PRNG key"):
+        gate.forward(params, {}, x, train=True, key=None)
+    with pytest.raises(L.LayerError, match=r"expected \[\.\.\., 4\]"):
+        gate.forward(params, {}, jnp.ones((2, 3)), train=False)
 
 
 # ----------------------------------------------------------------------------- errors

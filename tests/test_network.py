@@ -52,6 +52,12 @@ NETWORKS = {
         (8, 20),
         10,
     ),
+    # a straight-through gate: "autodiff" differentiates its definition
+    "bernoulli_gate": (
+        lambda: L.serial(L.bernoulli_gate(), L.dense(32), L.relu(), L.dense(10)),
+        (8, 20),
+        10,
+    ),
 }
 
 
@@ -85,7 +91,8 @@ def three_ways(net, params, state, x, y, key, train=True, **options):
     return out
 
 
-# Eval mode changes only batch_norm and dropout: run it where they are.
+# Eval mode changes only batch_norm and dropout: run it where they are (the gate's eval
+# mode is checked in test_layers).
 MODES = [(name, True) for name in NETWORKS] + [("makemore", False), ("general_relu_dropout", False)]
 
 

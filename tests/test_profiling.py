@@ -70,3 +70,33 @@ def test_time_by_kind_of_a_plain_matmul():
 def test_calls_must_be_positive():
     with pytest.raises(ValueError, match="calls=0"):
         profiling.time_by_kind(jax.jit(lambda a: a + 1), jnp.ones(3), calls=0)
+
+
+def test_kernel_counts_counts_the_entry_computation_and_its_reductions():
+    counts = profiling.kernel_counts(HLO)
+    assert counts == {"matmul": 1, "gather": 1, "shuffle": 1, "copy": 1, "elementwise": 1,
+                      "reduce": 0}  # fmt: skip
+    reducing = HLO.replace("add(%p0, %p0)", "reduce(%p0, %p0)")
+    assert profiling.kernel_counts(reducing)["reduce"] == 1
+    with pytest.raises(ValueError, match="no ENTRY"):
+        profiling.kernel_counts("HloModule m")
+
+
+def test_dot_signatures_read_operands_and_contracting_dims():
+    assert profiling.dot_signatures(HLO) == [("f32[4,3]", "f32[3,2]", "1", "0", "", "")]
+    a, b = jnp.ones((64, 32)), jnp.ones((32, 48))
+
+    def dots(f):
+        return profiling.dot_signatures(jax.jit(f).lower(a, b).compile().as_text())
+
+    assert dots(lambda a, b: a @ b) == [("f32[64,32]", "f32[32,48]", "1", "0", "", "")]
+    assert dots(lambda a, b: jnp.tanh(a @ b + 1)) == dots(lambda a, b: a @ b)
+    assert dots(lambda a, b: (a @ b).T @ a) != dots(lambda a, b: a @ b)  # a second product
+
+
+def test_kernel_counts_counts_passes_over_large_arrays():
+    # gather.7, copy.1 and add_fusion touch f32[4,2]; the sort reads s32[4]; the dot is not
+    # counted, whatever its size.
+    assert profiling.kernel_counts(HLO, large=8)["large passes"] == 3
+    assert profiling.kernel_counts(HLO, large=9)["large passes"] == 0
+    assert "large passes" not in profiling.kernel_counts(HLO)
