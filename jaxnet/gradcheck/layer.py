@@ -4,7 +4,9 @@ A layer is (init, forward, backward): forward(params, state, x, *, train, key) r
 (out, residual, new_state) and backward(params, residual, g) returns (dparams, dx). Its
 hand VJP is forward and backward tied into one `jax.custom_vjp` of (params, x) (for a
 `serial` network, the whole chain of backwards); the reference is `jax.vjp` of
-`jaxnet.layers.apply`, the plain forward (a straight-through layer's `definition`).
+`jaxnet.layers.apply`, the plain forward (a straight-through layer's `definition`). For a
+network with a straight-through layer, finite differences and second derivatives are
+skipped, with the reason: its backward is a convention, not the derivative of a value.
 """
 
 from collections.abc import Callable, Sequence
@@ -16,7 +18,7 @@ from jax.typing import ArrayLike, DTypeLike
 from jaxnet import layers
 from jaxnet.gradcheck import battery, trees
 from jaxnet.gradcheck.check import check
-from jaxnet.gradcheck.report import GradcheckError, Report
+from jaxnet.gradcheck.report import SKIPPED, GradcheckError, Report, Row
 from jaxnet.typing import PyTree
 
 MODES = ("train", "eval")
@@ -110,13 +112,42 @@ def check_layer(
         if reference is not None:
             ref = _bound(reference, state, train, dropout_key)
         f = hand_vjp(layer, state, train=train, key=dropout_key)
-        reports[mode] = check(f, ref, params, x, order=order, transforms=transforms,
-                              batch_argnums=(1,), arg_names=("params", "x"), seed=seed,
-                              raise_on_failure=False, **kwargs)  # fmt: skip
+        straight = _straight_through(layer, params, state, x, train, dropout_key)
+        report = check(f, ref, params, x, order=1 if straight else order, transforms=transforms,
+                       batch_argnums=(1,), arg_names=("params", "x"), seed=seed,
+                       finite_differences=not straight, raise_on_failure=False,
+                       **kwargs)  # fmt: skip
+        reports[mode] = _by_convention(report, order) if straight else report
     report = _combine(reports)
     if raise_on_failure and (not report.passed or (strict and report.weak)):
         raise GradcheckError(report)
     return report
+
+
+def _straight_through(layer, params, state, x, train, key) -> list[str]:
+    """The leaf layers with a `definition` (a backward by convention), found by a trace."""
+    found = []
+
+    def record(leaf):
+        if leaf.definition is not None:
+            found.append(leaf.name)
+        return lambda *args, **kwargs: layers.plain(leaf, *args, **kwargs)
+
+    jax.eval_shape(lambda p, x: layers.run(layer, record, p, state, x, train=train, key=key),
+                   params, x)  # fmt: skip
+    return found
+
+
+def _by_convention(report: Report, order: int) -> Report:
+    """Skipped rows for what a straight-through layer cannot be held to, with the reason."""
+    reason = (
+        "straight-through: the backward is a convention (jax.grad of the definition), not "
+        "the derivative of the forward's value, which finite differences and second "
+        "derivatives would measure"
+    )
+    names = ["finite_difference", *(battery.ORACLES_2 if order == 2 else ())]
+    rows = [Row(name, "-", (), SKIPPED, 0.0, None, 0.0, reason) for name in names]
+    return report._replace(rows=report.rows + rows)
 
 
 def _bound(reference, state, train, key):
