@@ -7,7 +7,8 @@ hold the rest, each one idea:
 
   building      layers, losses, network_loss, initializers, lsuv; the MLP: init_mlp, mlp,
                 mlp_loss, mlp_network, forward_and_backward; ops (single ops with hand VJPs)
-  checking      gradcheck, testing (pytest assertions, hypothesis strategies), reference
+  checking      gradcheck (check, check_layer), reference; testing (pytest assertions,
+                hypothesis strategies: import it on its own, it needs hypothesis)
   training      train (jitted epochs, optimizers), trainer (the main job as a function,
                 run_config), checkpoint, data, parallel
   lessons       matmul, stats, names, bigram, ninja, makemore

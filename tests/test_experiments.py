@@ -207,3 +207,13 @@ def test_the_plain_mlp_is_the_network_jaxnet_computes(loss):
     chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
     if loss == "mse":  # the comparison tells a different loss apart
         assert not np.allclose(got[0], jaxnet.mlp_loss(params, x, y, loss="sum_squares"))
+
+
+def test_gradcheck_speed_measures_both_and_the_hypothesis_run():
+    from experiments import gradcheck_speed
+
+    row = gradcheck_speed.time_per_shape("gelu", order=1, shapes=1)
+    assert row["check_s"] > 0 and row["check_grads_s"] > 0 and row["check_grads_passed"]
+    assert row["ratio"] == row["check_s"] / row["check_grads_s"]
+    run = gradcheck_speed.hypothesis_run(1)
+    assert run["distinct_shapes"] == 1 and run["seconds"] > 0

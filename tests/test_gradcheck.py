@@ -103,3 +103,29 @@ def test_report_table_columns():
     assert header[:4] == ["leaf", "shape", "exact", "allclose"]
     (leaf,) = report.leaves
     assert (leaf.exact, leaf.allclose, leaf.max_abs, leaf.max_rel) == (False, False, 0.5, 0.2)
+
+
+def test_check_vjp_lines_up_none_arguments():
+    # a None argument (or a None inside a dict) used to shift the rows: a correct VJP failed
+    x, w = (
+        jax.random.normal(jax.random.key(0), (3, 4)),
+        jax.random.normal(jax.random.key(1), (4, 2)),
+    )
+    report = gradcheck.assert_vjp(lambda x, b, w: ops.linear(x, w, b), x, None, w)
+    assert [leaf.path for leaf in report.leaves] == ["args[0]", "args[2]"]
+    report = gradcheck.assert_vjp(
+        lambda p: ops.linear(p["x"], p["w"], p["b"]), {"x": x, "b": None, "w": w}
+    )
+    assert [leaf.path for leaf in report.leaves] == ["args[0]['w']", "args[0]['x']"]
+
+
+def test_check_vjp_with_a_closed_over_float32_target():
+    # f refuses float64 arguments against its float32 target: the check runs in float32
+    x, y = (
+        jax.random.normal(jax.random.key(0), (3, 4)),
+        jax.random.normal(jax.random.key(2), (3, 2)),
+    )
+    report = gradcheck.assert_vjp(lambda w: ops.mse(x @ w, y), jnp.ones((4, 2)))
+    assert report.eps == gradcheck.tolerances.for_dtype("float32").native_step
+    with pytest.raises(gradcheck.GradientMismatchError):  # and still catches a wrong mask
+        gradcheck.assert_vjp(lambda w: ops.mse(relu_wrong_sign(x @ w), y), jnp.ones((4, 2)))

@@ -3,7 +3,7 @@
 `compare` returns a report that prints as a table, one row per leaf, like the `cmp` helper
 of Karpathy's backprop-ninja notebook; `assert_close` raises with that table when any leaf
 differs. `check_vjp` holds a VJP against central finite differences in float64 (reverse
-mode only: a `custom_vjp` has no forward mode), without leaving `jax_enable_x64` on.
+mode only), without leaving `jax_enable_x64` on. `gradcheck.check` does all of this and more.
 """
 
 from collections.abc import Callable
@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnet.gradcheck import tolerances
 from jaxnet.typing import PyTree
 
 
@@ -182,13 +183,14 @@ def _inner(a: PyTree, b: PyTree) -> float:
 
 
 def _fd_rows(f, args, cotangents, out_u, key, eps, rtol, atol):
+    # Both trees skip None the same way (an empty subtree), so their leaves line up.
     flat, treedef = jax.tree_util.tree_flatten_with_path(args)
-    flat_cot = jax.tree_util.tree_leaves(cotangents, is_leaf=lambda x: x is None)
+    flat_cot = jax.tree_util.tree_leaves(cotangents)
     rows = []
     for i, ((path, leaf), cot) in enumerate(zip(flat, flat_cot)):
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             continue  # integer arguments (labels) have no derivative
-        v = jax.random.normal(jax.random.fold_in(key, i), jnp.shape(leaf), jnp.float64)
+        v = jax.random.normal(jax.random.fold_in(key, i), jnp.shape(leaf), jnp.result_type(leaf))
 
         def shifted(step, i=i, v=v):
             leaves = [x for _, x in flat]
@@ -219,7 +221,10 @@ def check_vjp(
 
     For a random output cotangent u and, per floating argument leaf, a random direction v,
     compares <vjp(u), v> with (<u, f(a + eps v)> - <u, f(a - eps v)>) / (2 eps). Floating
-    arguments are cast to float64 inside `jax.enable_x64(True)`, restored on return.
+    arguments are cast to float64 inside `jax.enable_x64(True)`, restored on return; a
+    closed-over float32 array promotes. Where f refuses float64 arguments (a dtype check
+    against a closed-over array), the check runs in the arguments' dtype, with the step
+    and tolerance of `gradcheck.tolerances` for it, and the report says so by its eps.
 
     Args:
       f: a function of arrays (pytrees allowed) to arrays; a custom_vjp is fine.
@@ -231,13 +236,21 @@ def check_vjp(
     Returns:
       A `FiniteDifferenceCheck`; `print` it for the table, read `.ok` for the verdict.
     """
-    with jax.enable_x64(True):
-        args64 = _to_float64(args)
-        out, vjp_fn = jax.vjp(f, *args64)
-        out_key, dir_key = jax.random.split(jax.random.key(seed))
-        out_u = _random_like(out_key, out)
-        cotangents = vjp_fn(out_u)
-        rows = _fd_rows(f, args64, cotangents, out_u, dir_key, eps, rtol, atol)
+    try:
+        with jax.enable_x64(True):
+            return _check_vjp(f, _to_float64(args), eps, rtol, atol, seed)
+    except (TypeError, ValueError):
+        dtypes = [jnp.result_type(x) for x in jax.tree_util.tree_leaves(args)]
+        tol = tolerances.for_dtype(max((d for d in dtypes if jnp.issubdtype(d, jnp.floating)),
+                                       key=lambda d: -jnp.finfo(d).eps))  # fmt: skip
+        return _check_vjp(f, args, tol.native_step, tol.native_fd_rtol, atol, seed)
+
+
+def _check_vjp(f, args, eps, rtol, atol, seed):
+    out, vjp_fn = jax.vjp(f, *args)
+    out_key, dir_key = jax.random.split(jax.random.key(seed))
+    out_u = _random_like(out_key, out)
+    rows = _fd_rows(f, args, vjp_fn(out_u), out_u, dir_key, eps, rtol, atol)
     return FiniteDifferenceCheck(rows, eps, rtol, atol)
 
 

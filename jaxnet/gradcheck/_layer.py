@@ -1,0 +1,164 @@
+"""`check_layer`: `gradcheck.check` on a `jaxnet.layers` layer or network, train and eval.
+
+A layer is (init, forward, backward): forward(params, state, x, *, train, key) returns
+(out, residual, new_state) and backward(params, residual, g) returns (dparams, dx). Its
+hand VJP is forward and backward tied into one `jax.custom_vjp` of (params, x) (for a
+`serial` network, the whole chain of backwards); the reference is `jax.vjp` of
+`jaxnet.layers.apply`, the plain forward (a straight-through layer's `definition`). For a
+network with a straight-through layer, finite differences and second derivatives are
+skipped, with the reason: its backward is a convention, not the derivative of a value.
+"""
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike, DTypeLike
+
+from jaxnet import layers
+from jaxnet.gradcheck import _battery as battery
+from jaxnet.gradcheck import _trees as trees
+from jaxnet.gradcheck._check import check
+from jaxnet.gradcheck._report import SKIPPED, GradcheckError, Report, Row
+from jaxnet.typing import PyTree
+
+MODES = ("train", "eval")
+
+
+def hand_vjp(layer, state: PyTree, *, train: bool, key=None) -> Callable:
+    """(params, x) -> out, with the layer's own backward as its VJP."""
+
+    @jax.custom_vjp
+    def apply(params, x):
+        return layer.forward(params, state, x, train=train, key=key)[0]
+
+    def apply_fwd(params, x):
+        out, residual, _ = layer.forward(params, state, x, train=train, key=key)
+        return out, (params, residual)
+
+    def apply_bwd(saved, g):
+        params, residual = saved
+        return tuple(layer.backward(params, residual, g))
+
+    apply.defvjp(apply_fwd, apply_bwd)
+    return apply
+
+
+def autodiff_reference(layer, state: PyTree, *, train: bool, key=None) -> Callable:
+    """(params, x) -> out by `jaxnet.layers.apply`, for `jax.vjp` to differentiate."""
+    return lambda params, x: layers.apply(layer, params, state, x, train=train, key=key)[0]
+
+
+def away_from_zero(key, params: PyTree, scale: float = 0.1) -> PyTree:
+    """Adds scale * N(0, 1) to every floating leaf: a zero init can hide a wrong backward."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    moved = [
+        x + scale * jax.random.normal(k, jnp.shape(x), x.dtype) if trees.is_float(x) else x
+        for k, x in zip(keys, leaves)
+    ]
+    return treedef.unflatten(moved)
+
+
+def check_layer(
+    layer,
+    input_shape: Sequence[int],
+    *,
+    x: ArrayLike | None = None,
+    state: PyTree | None = None,
+    input_scale: float = 1.0,
+    dtype: DTypeLike = jnp.float32,
+    modes: Sequence[str] = MODES,
+    reference: Callable | None = None,
+    transforms: Sequence[str] = battery.TRANSFORMS,
+    order: int = 2,
+    strict: bool = False,
+    seed: int = 0,
+    raise_on_failure: bool = True,
+    **kwargs,
+) -> Report:
+    """Checks a layer's backward in train and eval mode, under every transform.
+
+    Args:
+      layer: a `jaxnet.layers.Layer` (a `serial` network is one too).
+      input_shape: x's shape, batch axis first, for `layer.init`.
+      x: the input; default input_scale * N(0, 1) of input_shape and dtype (pass integer
+        ids for an embedding).
+      state: e.g. batch_norm's running statistics; default the layer's init.
+      dtype: of the params and of the default x.
+      modes: "train" and/or "eval" (dropout and batch_norm differ between them).
+      reference: (params, state, x, *, train, key) -> out in plain jax.numpy; default the
+        layer's own forward, differentiated by `jax.vjp`.
+      transforms, order, strict, seed: as `gradcheck.check`; x gets the batch axis.
+      raise_on_failure: raise `GradcheckError` with the combined report on failure.
+      **kwargs: passed on to `gradcheck.check` (rtol, atol, ...).
+
+    Returns:
+      One `Report` for all modes; each row's check is prefixed with its mode.
+    """
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise ValueError(f"check_layer: unknown modes {sorted(unknown)}; use 'train', 'eval'.")
+    init_key, move_key, x_key, dropout_key = jax.random.split(jax.random.key(seed), 4)
+    _, params, init_state = layer.init(init_key, tuple(input_shape), dtype)
+    params = away_from_zero(move_key, params)
+    state = init_state if state is None else state
+    if x is None:
+        x = input_scale * jax.random.normal(x_key, tuple(input_shape), dtype)
+    x = jnp.asarray(x)
+    reports = {}
+    for mode in modes:
+        train = mode == "train"
+        ref = autodiff_reference(layer, state, train=train, key=dropout_key)
+        if reference is not None:
+            ref = _bound(reference, state, train, dropout_key)
+        f = hand_vjp(layer, state, train=train, key=dropout_key)
+        straight = _straight_through(layer, params, state, x, train, dropout_key)
+        report = check(f, ref, params, x, order=1 if straight else order, transforms=transforms,
+                       batch_argnums=(1,), arg_names=("params", "x"), seed=seed,
+                       finite_differences=not straight, raise_on_failure=False,
+                       **kwargs)  # fmt: skip
+        reports[mode] = _by_convention(report, order) if straight else report
+    report = _combine(reports)
+    if raise_on_failure and (not report.passed or (strict and report.weak)):
+        raise GradcheckError(report)
+    return report
+
+
+def _straight_through(layer, params, state, x, train, key) -> list[str]:
+    """The leaf layers with a `definition` (a backward by convention), found by a trace."""
+    found = []
+
+    def record(leaf):
+        if leaf.definition is not None:
+            found.append(leaf.name)
+        return lambda *args, **kwargs: layers.plain(leaf, *args, **kwargs)
+
+    jax.eval_shape(lambda p, x: layers.run(layer, record, p, state, x, train=train, key=key),
+                   params, x)  # fmt: skip
+    return found
+
+
+def _by_convention(report: Report, order: int) -> Report:
+    """Skipped rows for what a straight-through layer cannot be held to, with the reason."""
+    reason = (
+        "straight-through: the backward is a convention (jax.grad of the definition), not "
+        "the derivative of the forward's value, which finite differences and second "
+        "derivatives would measure"
+    )
+    names = ["finite_difference", *(battery.ORACLES_2 if order == 2 else ())]
+    rows = [Row(name, "-", (), SKIPPED, 0.0, None, 0.0, reason) for name in names]
+    return report._replace(rows=report.rows + rows)
+
+
+def _bound(reference, state, train, key):
+    return lambda params, x: reference(params, state, x, train=train, key=key)
+
+
+def _combine(reports: dict[str, Report]) -> Report:
+    rows = [
+        r._replace(check=f"{mode} {r.check}") for mode, rep in reports.items() for r in rep.rows
+    ]
+    notes = [f"{mode}: {n}" for mode, rep in reports.items() for n in rep.notes]
+    audit = next(iter(reports.values())).residuals
+    return Report(rows, notes, audit)
