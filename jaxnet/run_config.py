@@ -23,7 +23,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                   activation="relu", norm="none", dropout=0.0),
     "fashion_mnist": dict(hidden=(512, 512), loss="cross_entropy", init="kaiming_normal",
                           optimizer="adamw", learning_rate=3e-3, schedule="cosine",
-                          weight_decay=0.05, batch_size=128, epochs=12, augment="flip",
+                          weight_decay=0.05, batch_size=128, epochs=16, augment="flip",
                           label_smoothing=0.1, activation="relu", norm="batch", dropout=0.0),
     "synthetic": dict(hidden=(100,), loss="mse", init="torch_default", optimizer="adam",
                       learning_rate=1e-3, schedule="constant", weight_decay=0.0, batch_size=64,
