@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnet import initializers
+from jaxnet import initializers, ops
 from jaxnet.typing import Array, ArrayLike, DTypeLike, Initializer, PyTree
 
 
@@ -139,15 +139,10 @@ def dense(
         return (y + params["b"] if "b" in params else y), x, state  # residual: the input
 
     def backward(params, x, g):
-        # y_bj = sum_i x_bi w_ij + b_j, so
-        #   dx_bi = sum_j g_bj w_ij  -> g @ w.T
-        #   dw_ij = sum_b x_bi g_bj  -> x.T @ g   (summed over every leading axis)
-        #   db_j  = sum_b g_bj       -> g summed over the leading axes, never over j
-        axes = tuple(range(g.ndim - 1))
-        grads = {"w": jnp.tensordot(x, g, axes=(axes, axes))}
-        if "b" in params:
-            grads["b"] = jnp.sum(g, axis=axes)
-        return grads, g @ params["w"].T
+        # The lessons' lin_grad, derived beside `jaxnet.ops.linear_backward`:
+        # dx = g @ w.T, dw = x.T @ g and db = g summed over the leading axes.
+        dx, dw, db = ops.linear_backward(x, params["w"], g)
+        return ({"w": dw, "b": db} if "b" in params else {"w": dw}), dx
 
     return Layer(init_fn, forward, backward, "dense")
 
@@ -156,10 +151,10 @@ def dense(
 
 
 def relu() -> Layer:
-    """max(x, 0), gradient 0 at exactly 0 (as `jax.nn.relu`)."""
+    """max(x, 0), gradient 0 at exactly 0 and NaN kept NaN (as `jax.nn.relu`)."""
 
     def forward(x):
-        y = jnp.where(x > 0, x, jnp.zeros_like(x))
+        y = jax.nn.relu(x)
         return y, y  # residual: the output, also the next layer's input; y > 0 iff x > 0
 
     def backward(y, g):
@@ -194,16 +189,18 @@ def general_relu(*, leak: float = 0.0, sub: float = 0.0, maxv: float | None = No
     def forward(x):
         positive = x > 0
         y = jnp.where(positive, x, leak * x) - sub
-        open_ = jnp.ones_like(positive) if maxv is None else y < maxv
+        clamped = None
         if maxv is not None:
-            y = jnp.where(open_, y, jnp.asarray(maxv, y.dtype))
+            clamped = y >= maxv  # False for NaN: a NaN stays NaN, as torch's clamp keeps it
+            y = jnp.where(clamped, jnp.asarray(maxv, y.dtype), y)
         # residual: the masks (1 byte each); x - sub + sub need not round back to x > 0.
-        return y, (positive, open_)
+        return y, (positive, clamped)
 
     def backward(masks, g):
-        positive, open_ = masks
+        positive, clamped = masks
         # dy/dx = (1 if x > 0 else leak) where y is below maxv, and 0 where clamped.
-        return jnp.where(open_, jnp.where(positive, g, leak * g), jnp.zeros_like(g))
+        dx = jnp.where(positive, g, leak * g)
+        return dx if clamped is None else jnp.where(clamped, jnp.zeros_like(g), dx)
 
     return _elementwise("general_relu", forward, backward)
 
@@ -257,10 +254,10 @@ def _scale_bias_init(key, input_shape, dtype=jnp.float32):
 
 def _check_features(name: str, x, params) -> None:
     features = params["scale"].shape[0]
-    if jnp.ndim(x) < 2 or jnp.shape(x)[-1] != features:
+    if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != features:
         raise LayerError(
             f"{name}: input of shape {jnp.shape(x)} does not fit scale of shape "
-            f"({features},); expected [batch, ..., {features}]."
+            f"({features},); expected [..., {features}], features on the last axis."
         )
     _check_dtype(name, x, params["scale"], "scale")
 
@@ -507,7 +504,11 @@ def embedding(vocab: int, features: int) -> Layer:
 
 
 def flatten() -> Layer:
-    """[batch, d1, d2, ...] -> [batch, d1 * d2 * ...]: makemore's embcat."""
+    """[batch, d1, d2, ...] -> [batch, d1 * d2 * ...]: makemore's embcat.
+
+    The first axis is the batch: under `jax.vmap` over examples, map over `x[:, None]` so
+    that each example keeps a batch axis of 1.
+    """
 
     def init(key, input_shape, dtype=jnp.float32):
         del key, dtype
@@ -553,7 +554,7 @@ def _at_layer(i: int, layer: Layer, fn: Callable, *args, **kwargs):
     except (LayerError, TypeError) as e:
         if type(e) not in (LayerError, TypeError):  # JAX's own errors keep their form
             raise
-        raise type(e)(f"layer {i} ({layer.name}): {e}") from None
+        raise type(e)(f"layer {i} ({layer.name}): {e}") from e
 
 
 def serial(*layers: Layer) -> Layer:

@@ -10,8 +10,9 @@
 
 How the plumbing goes: `net`, the loss and `train` are closed over, never traced (a Layer
 is a NamedTuple of functions, which JAX would treat as a pytree). `state`, `key`, `x` and
-`y` are ordinary inputs of the custom_vjp that get None (or, for a float y, the true)
-cotangents; `new_state` is an output whose cotangent is ignored, so the forward runs once.
+`y` are ordinary inputs of the custom_vjp: `state` and `key` get None cotangents, a float
+`x` or `y` gets its true cotangent and integer ids or labels None; `new_state` is an output
+whose cotangent is ignored, so the forward runs once.
 "autodiff" stops the gradient of `new_state` so that the three modes agree.
 """
 

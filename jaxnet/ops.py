@@ -2,12 +2,13 @@
 
 Every op is three definitions side by side: the forward, `_op_fwd` (the forward plus the
 smallest residual the backward needs) and `_op_bwd` (the derivation, as a comment). The
-backward math itself sits in `*_backward` helpers, so that `jaxnet.mlp` chains the very
-same rules, by hand, for the whole network (the lessons' mse_grad, lin_grad, relu_grad).
+backward math sits in `*_backward` helpers; `jaxnet.layers.dense` uses `linear_backward`,
+and the losses' rules live in `jaxnet.losses`. Whole networks are `jaxnet.layers`.
 
-Forward-mode autodiff (`jax.jvp`, `jax.jacfwd`) cannot pass through a `custom_vjp`: JAX
-raises "can't apply forward-mode autodiff (jvp) to a custom_vjp function." Use reverse
-mode (`jax.grad`, `jax.vjp`, `jax.jacrev`), including reverse-over-reverse for Hessians.
+Forward-mode autodiff applied to an op (`jax.jvp`, `jax.jacfwd`) cannot pass through a
+`custom_vjp`: JAX raises "can't apply forward-mode autodiff (jvp) to a custom_vjp
+function." Reverse mode works (`jax.grad`, `jax.vjp`, `jax.jacrev`), and so do
+reverse-over-reverse and forward-over-reverse (`jax.hessian`).
 """
 
 import jax
@@ -100,8 +101,8 @@ def relu_backward(mask: Array, g: Array) -> Array:
 
 @jax.custom_vjp
 def relu(x: ArrayLike) -> Array:
-    """max(x, 0), with gradient 0 at exactly 0 (as `jax.nn.relu`)."""
-    return jnp.where(x > 0, x, jnp.zeros_like(x))
+    """max(x, 0), with gradient 0 at exactly 0 and NaN kept NaN (as `jax.nn.relu`)."""
+    return jax.nn.relu(x)
 
 
 def _relu_fwd(x):

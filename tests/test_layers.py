@@ -435,3 +435,19 @@ def test_dense_takes_a_callable_initializer_and_bias_false_has_no_b():
     init = jax.nn.initializers.constant(0.5)
     _, params, _ = L.dense(3, bias=False, init=init).init(jax.random.key(0), (2, 4))
     assert set(params) == {"w"} and float(params["w"][0, 0]) == 0.5
+
+
+def test_nan_stays_nan_so_a_diverged_layer_is_seen():
+    x = jnp.array([jnp.nan, -1.0, 2.0])
+    for layer in (L.relu(), L.leaky_relu(), L.general_relu(leak=0.1, sub=0.4, maxv=1.0)):
+        out, _, _ = layer.forward({}, {}, x, train=False, key=None)
+        assert np.isnan(out[0]) and not np.isnan(out[1:]).any(), layer.name
+
+
+def test_layer_norm_takes_a_single_example_without_a_batch_axis():
+    layer = L.layer_norm()
+    _, params, state = layer.init(jax.random.key(0), (4, 5))
+    x = jax.random.normal(jax.random.key(1), (4, 5))
+    batched, _, _ = layer.forward(params, state, x, train=False, key=None)
+    one = jax.vmap(lambda row: layer.forward(params, state, row, train=False, key=None)[0])(x)
+    np.testing.assert_allclose(one, batched, rtol=1e-6)

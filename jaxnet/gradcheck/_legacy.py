@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnet.gradcheck import tolerances
+from jaxnet.gradcheck._report import table
 from jaxnet.typing import PyTree
 
 
@@ -30,12 +31,6 @@ class LeafComparison(NamedTuple):
     allclose: bool
     max_abs: float
     max_rel: float
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [header, ["-" * w for w in widths], *rows]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)
 
 
 class Comparison(NamedTuple):
@@ -60,7 +55,7 @@ class Comparison(NamedTuple):
              f"{leaf.max_abs:.3e}", f"{leaf.max_rel:.3e}"]
             for leaf in self.leaves
         ]  # fmt: skip
-        return _table(header, rows) + f"\n(rtol={self.rtol:g}, atol={self.atol:g})"
+        return table(header, rows) + f"\n(rtol={self.rtol:g}, atol={self.atol:g})"
 
 
 def _leaves(tree: PyTree) -> tuple[list[tuple[str, object]], object]:
@@ -156,9 +151,7 @@ class FiniteDifferenceCheck(NamedTuple):
              f"{leaf.abs_err:.3e}", f"{leaf.rel_err:.3e}", str(leaf.ok)]
             for leaf in self.leaves
         ]  # fmt: skip
-        return (
-            _table(header, rows) + f"\n(eps={self.eps:g}, rtol={self.rtol:g}, atol={self.atol:g})"
-        )
+        return table(header, rows) + f"\n(eps={self.eps:g}, rtol={self.rtol:g}, atol={self.atol:g})"
 
 
 def _to_float64(tree: PyTree) -> PyTree:
