@@ -87,6 +87,16 @@ def _check_dtype(name: str, x, like, what: str) -> None:
         )
 
 
+def _check_fits(name: str, x, param, what: str) -> None:
+    """x's last axis must match param's first (its features), and x its dtype."""
+    if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != param.shape[0]:
+        raise LayerError(
+            f"{name}: input of shape {jnp.shape(x)} does not fit {what} of shape "
+            f"{param.shape}; expected [..., {param.shape[0]}], features on the last axis."
+        )
+    _check_dtype(name, x, param, what)
+
+
 # ----------------------------------------------------------------------------- dense
 
 
@@ -129,12 +139,7 @@ def dense(
     def forward(params, state, x, *, train=False, key=None):
         del train, key
         w = params["w"]
-        if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != w.shape[0]:
-            raise LayerError(
-                f"dense: input of shape {jnp.shape(x)} does not fit w of shape {w.shape}; "
-                f"expected [..., {w.shape[0]}]."
-            )
-        _check_dtype("dense", x, w, "w")
+        _check_fits("dense", x, w, "w")
         y = x @ w
         return (y + params["b"] if "b" in params else y), x, state  # residual: the input
 
@@ -253,13 +258,7 @@ def _scale_bias_init(key, input_shape, dtype=jnp.float32):
 
 
 def _check_features(name: str, x, params) -> None:
-    features = params["scale"].shape[0]
-    if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != features:
-        raise LayerError(
-            f"{name}: input of shape {jnp.shape(x)} does not fit scale of shape "
-            f"({features},); expected [..., {features}], features on the last axis."
-        )
-    _check_dtype(name, x, params["scale"], "scale")
+    _check_fits(name, x, params["scale"], "scale")
 
 
 def layer_norm(*, eps: float = 1e-5) -> Layer:
@@ -419,12 +418,7 @@ def bernoulli_gate(*, init_logit: float = 1.0) -> Layer:
 
     def gates(params, x, train, key):
         logits = params["logits"]
-        if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != logits.shape[0]:
-            raise LayerError(
-                f"bernoulli_gate: input of shape {jnp.shape(x)} does not fit logits of shape "
-                f"{logits.shape}; expected [..., {logits.shape[0]}]."
-            )
-        _check_dtype("bernoulli_gate", x, logits, "logits")
+        _check_fits("bernoulli_gate", x, logits, "logits")
         if not train:
             return jnp.broadcast_to(logits > 0, jnp.shape(x))  # sigmoid(a) > 0.5 iff a > 0
         if key is None:
