@@ -21,8 +21,11 @@ def write_file(path: str, data: bytes) -> str:
     return str(files.write_bytes_atomic(path, data))
 
 
-def png_bytes(fig) -> bytes:
-    """A matplotlib figure as PNG bytes."""
+def save_png(fig, path) -> str:
+    """Writes a matplotlib figure to path as PNG, atomically, closes it; returns the path."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    plt.close(fig)
+    return write_file(str(path), buffer.getvalue())

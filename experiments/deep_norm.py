@@ -162,7 +162,7 @@ def plot_std(traces: dict, path: str) -> str:
         ax.set(title=arm, xlabel="step")
     axes[0][0].set_ylabel("activation std (band: [0.1, 10])")
     axes[0][-1].legend(title="layer", fontsize=6, ncol=2)
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def plot_colorful(traces: dict, path: str) -> str:
@@ -180,14 +180,12 @@ def plot_colorful(traces: dict, path: str) -> str:
             ax.set(xticks=[], yticks=[])
             ax.set_title(f"layer {layer + 1}", fontsize=7)
         row[0].set_ylabel(arm, fontsize=8)
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
-def _save(plt, fig, path: str) -> str:
+def _save(fig, path: str) -> str:
     fig.tight_layout()
-    png = common.png_bytes(fig)
-    plt.close(fig)
-    return f"wrote {common.write_file(path, png)}"
+    return f"wrote {common.save_png(fig, path)}"
 
 
 def load_splits(name: str, data_dir, download: bool):

@@ -136,9 +136,7 @@ def plot(chains: list[dict], path: str) -> str:
         )
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    data = common.png_bytes(fig)
-    plt.close(fig)
-    return f"wrote {common.write_file(path, data)}"
+    return f"wrote {common.save_png(fig, path)}"
 
 
 def main(argv):

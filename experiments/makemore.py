@@ -160,8 +160,7 @@ def _plot(curve, val_loss: float, bigram_loss: float, path: str) -> None:
     ax.set(xlabel="step", ylabel="nats per character", title="makemore MLP")
     ax.legend()
     fig.tight_layout()
-    common.write_file(path, common.png_bytes(fig))
-    plt.close(fig)
+    common.save_png(fig, path)
 
 
 def _data():

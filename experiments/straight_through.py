@@ -179,9 +179,7 @@ def plot(rows: list[dict], path: str) -> str:
         ax.set_title(f"{r['arm']}: P(open) per pixel{noise}", fontsize=9)
         ax.set(xticks=[], yticks=[])
     fig.colorbar(image, ax=list(axes[1:]))
-    data_bytes = common.png_bytes(fig)
-    plt.close(fig)
-    return f"wrote {common.write_file(path, data_bytes)}"
+    return f"wrote {common.save_png(fig, path)}"
 
 
 def main(argv):

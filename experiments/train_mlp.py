@@ -158,9 +158,7 @@ def plot_curves(workdir: str | Path) -> Path:
     left.legend()
     right.legend()
     fig.tight_layout()
-    path = common.write_file(str(Path(workdir) / "curves.png"), common.png_bytes(fig))
-    plt.close(fig)
-    return Path(path)
+    return Path(common.save_png(fig, Path(workdir) / "curves.png"))
 
 
 def _final_line(summary: dict) -> str:

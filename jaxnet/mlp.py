@@ -118,13 +118,13 @@ def mlp(params: MLPParams, x: ArrayLike) -> Array:
     return network_lib.apply_ops(_network_of(params), params, {}, x)[0]
 
 
-def _check_call(params, x, y, loss, label_smoothing: float) -> losses.Loss:
-    """The Loss for `loss`, after checking params, x and y for it."""
+def _check_call(params, x, y, loss, label_smoothing: float) -> tuple[losses.Loss, tuple]:
+    """(the Loss for `loss`, the output shape), after checking params, x and y for it."""
     rule = losses.get(loss, label_smoothing)
     _checks.check_input(params, x)
     out_shape = _checks.output_shape(params, x)
     rule.check(out_shape, y, jnp.result_type(x), f"mlp loss {rule.name!r}")
-    return rule
+    return rule, out_shape
 
 
 def mlp_loss(
@@ -154,8 +154,9 @@ def mlp_loss(
       A scalar. `jax.grad`, `jax.jit`, `jax.vmap` and grad-of-grad work for every `grad`.
     """
     _checks.one_of(grad, network_lib.GRADS, "grad")
-    rule = _check_call(params, x, y, loss, label_smoothing)
-    value, _ = network_lib.network_loss(_network_of(params), params, {}, x, y, loss=rule, grad=grad)
+    rule, out_shape = _check_call(params, x, y, loss, label_smoothing)
+    value, _ = network_lib._checked_loss(_network_of(params), params, {}, x, y, rule, out_shape,
+                                        grad=grad)  # fmt: skip
     return value
 
 
@@ -178,7 +179,7 @@ def forward_and_backward(
     Returns:
       (loss, grads), grads shaped like params.
     """
-    rule = _check_call(params, x, y, loss, label_smoothing)
+    rule, _ = _check_call(params, x, y, loss, label_smoothing)
     x, y = jnp.asarray(x), jnp.asarray(y)
     net = _network_of(params)
     out, residuals, _ = net.forward(params, {}, x, train=True)

@@ -151,8 +151,15 @@ def network_loss(
     x, y = jnp.asarray(x), jnp.asarray(y)
     out = _output_spec(net, params, state, x, train=train, key=key)
     rule.check(out.shape, y, out.dtype, f"network_loss {rule.name!r}")
+    return _checked_loss(net, params, state, x, y, rule, out.shape, grad=grad, train=train, key=key)
+
+
+def _checked_loss(net, params, state, x, y, rule, out_shape, *, grad, train=True, key=None):
+    """`network_loss` after its checks, for a caller that has made them (`mlp_loss`):
+    `rule` is a `Loss` and `out_shape` the network's output shape for x."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
     if grad == "fused":
-        call = _fused(net, rule, train=train, out_shape=out.shape, x_float=_is_float(x),
+        call = _fused(net, rule, train=train, out_shape=tuple(out_shape), x_float=_is_float(x),
                      y_shape=y.shape if _is_float(y) else None)  # fmt: skip
         return call(params, state, x, y, key)
     if grad == "ops":
