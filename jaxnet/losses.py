@@ -16,7 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxnet import _checks
+from jaxnet import _checks, vjp
 from jaxnet.typing import Array, ArrayLike
 
 
@@ -162,20 +162,4 @@ def get(loss: "str | Loss", label_smoothing: float = 0.0) -> Loss:
 
 def as_op(loss: Loss) -> Callable[[Array, Array], Array]:
     """loss(pred, target) as one `jax.custom_vjp` made from its rules (the "ops" mode)."""
-
-    def op(pred, target):
-        pred, target = jnp.asarray(pred), jnp.asarray(target)
-
-        @jax.custom_vjp
-        def call(pred, target):
-            return loss.forward(pred, target)[0]
-
-        def call_bwd(residual, g):
-            dpred, dtarget = loss.backward(residual, g)
-            dtarget = None if dtarget is None else dtarget.reshape(target.shape)
-            return dpred.reshape(pred.shape), dtarget
-
-        call.defvjp(lambda p, t: loss.forward(p, t), call_bwd)
-        return call(pred, target)
-
-    return op
+    return vjp.loss(loss)

@@ -16,7 +16,7 @@ chain keeps that one array for both: no pre-activation and no mask is saved.
 import jax
 import jax.numpy as jnp
 
-from jaxnet import _checks, layers, losses
+from jaxnet import layers, losses
 from jaxnet import network as network_lib
 from jaxnet.layers import Layer
 from jaxnet.typing import Array, ArrayLike, DTypeLike, Initializer, MLPParams
@@ -83,25 +83,48 @@ def mlp_network(
         params = init_mlp(key, sizes, init=init, bias=bias, dtype=dtype)
         return (*input_shape[:-1], sizes[-1]), params, {}
 
-    def forward(params, state, x, *, train=False, key=None):
-        out, residuals, _ = inner.forward(_interleave(params), no_state, x, train=train, key=key)
+    def compose(child, params, state, x, *, train=False, key=None):
+        if jnp.ndim(x) != 2:
+            raise layers.LayerError(
+                f"mlp: x has shape {jnp.shape(x)}; expected [batch, {sizes[0]}]. For per-example "
+                "gradients under jax.vmap, map over x[:, None] so each example keeps a batch axis."
+            )
+        out, residuals, _ = inner.compose(child, _interleave(params), no_state, x,
+                                          train=train, key=key)  # fmt: skip
         return out, residuals, state
 
     def backward(params, residuals, g):
         grads, dx = inner.backward(_interleave(params), residuals, g)
         return grads[::2], dx
 
-    def compose(leaf_apply, params, state, x, *, train=False, key=None):
-        out, _ = inner.compose(leaf_apply, _interleave(params), no_state, x, train=train, key=key)
-        return out, state
+    return layers.core.combinator("mlp", init_fn, compose, backward)
 
-    return Layer(init_fn, forward, backward, "mlp", compose=compose)
+
+def _sizes_of(params) -> list[int]:
+    """The widths of an `init_mlp` params list, read from its static shapes."""
+    if not isinstance(params, (list, tuple)) or not params:
+        raise ValueError(
+            f"params must be a non-empty list of layers, got {type(params).__name__}; "
+            "build params with jaxnet.init_mlp."
+        )
+    for i, layer in enumerate(params):
+        if not isinstance(layer, dict) or "w" not in layer or set(layer) - {"w", "b"}:
+            keys = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
+            raise ValueError(
+                f"params[{i}] must be a dict with key 'w' and optional key 'b', got {keys}; "
+                "build params with jaxnet.init_mlp."
+            )
+        if jnp.ndim(layer["w"]) != 2:
+            raise ValueError(
+                f"params[{i}]['w'] must have rank 2 (fan_in, fan_out), got shape "
+                f"{jnp.shape(layer['w'])}."
+            )
+    return [jnp.shape(params[0]["w"])[0], *(jnp.shape(layer["w"])[1] for layer in params)]
 
 
 def _network_of(params: MLPParams) -> Layer:
-    """The `mlp_network` that takes these params (its widths read from their static shapes)."""
-    sizes = [params[0]["w"].shape[0], *(layer["w"].shape[1] for layer in params)]
-    return mlp_network(sizes, bias="b" in params[0])
+    """The `mlp_network` that takes these params; the network checks them against its init."""
+    return mlp_network(_sizes_of(params), bias="b" in params[0])
 
 
 def mlp(params: MLPParams, x: ArrayLike) -> Array:
@@ -114,17 +137,7 @@ def mlp(params: MLPParams, x: ArrayLike) -> Array:
     Returns:
       Outputs [batch, fan_out]. Differentiable through each layer's own hand VJP ("ops").
     """
-    _checks.check_input(params, x)
-    return network_lib.apply_ops(_network_of(params), params, {}, x)[0]
-
-
-def _check_call(params, x, y, loss, label_smoothing: float) -> tuple[losses.Loss, tuple]:
-    """(the Loss for `loss`, the output shape), after checking params, x and y for it."""
-    rule = losses.get(loss, label_smoothing)
-    _checks.check_input(params, x)
-    out_shape = _checks.output_shape(params, x)
-    rule.check(out_shape, y, jnp.result_type(x), f"mlp loss {rule.name!r}")
-    return rule, out_shape
+    return network_lib.network_fn(_network_of(params), grad="ops", train=False)(params, {}, x)[0]
 
 
 def mlp_loss(
@@ -153,10 +166,8 @@ def mlp_loss(
     Returns:
       A scalar. `jax.grad`, `jax.jit`, `jax.vmap` and grad-of-grad work for every `grad`.
     """
-    _checks.one_of(grad, network_lib.GRADS, "grad")
-    rule, out_shape = _check_call(params, x, y, loss, label_smoothing)
-    value, _ = network_lib._checked_loss(_network_of(params), params, {}, x, y, rule, out_shape,
-                                        grad=grad)  # fmt: skip
+    value, _ = network_lib.network_loss(_network_of(params), params, {}, x, y, loss=loss,
+                                        grad=grad, label_smoothing=label_smoothing)  # fmt: skip
     return value
 
 
@@ -171,7 +182,8 @@ def forward_and_backward(
     """Loss and gradients by the explicit hand-written chain, with no JAX autodiff at all.
 
     The lessons' `forward_and_backward`: forward, then mse_grad (or its kin), then
-    lin_grad and relu_grad layer by layer from the output down.
+    lin_grad and relu_grad layer by layer from the output down: the fused VJP's own
+    forward and backward, called directly.
 
     Args:
       params, x, y, loss, label_smoothing: as `mlp_loss`.
@@ -179,9 +191,9 @@ def forward_and_backward(
     Returns:
       (loss, grads), grads shaped like params.
     """
-    rule, _ = _check_call(params, x, y, loss, label_smoothing)
-    x, y = jnp.asarray(x), jnp.asarray(y)
     net = _network_of(params)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    rule, _ = network_lib.check_call(net, params, {}, x, y, loss, label_smoothing)
     out, residuals, _ = net.forward(params, {}, x, train=True)
     value, loss_residual = rule.forward(out, y)
     dout, _ = rule.backward(loss_residual, jnp.ones_like(value))

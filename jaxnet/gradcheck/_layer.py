@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
-from jaxnet import layers
+from jaxnet import layers, vjp
 from jaxnet.gradcheck import _battery as battery
 from jaxnet.gradcheck import _trees as trees
 from jaxnet.gradcheck._check import check
@@ -26,22 +26,9 @@ MODES = ("train", "eval")
 
 
 def hand_vjp(layer, state: PyTree, *, train: bool, key=None) -> Callable:
-    """(params, x) -> out, with the layer's own backward as its VJP."""
-
-    @jax.custom_vjp
-    def apply(params, x):
-        return layer.forward(params, state, x, train=train, key=key)[0]
-
-    def apply_fwd(params, x):
-        out, residual, _ = layer.forward(params, state, x, train=train, key=key)
-        return out, (params, residual)
-
-    def apply_bwd(saved, g):
-        params, residual = saved
-        return tuple(layer.backward(params, residual, g))
-
-    apply.defvjp(apply_fwd, apply_bwd)
-    return apply
+    """(params, x) -> out, with the layer's own backward as its VJP (`jaxnet.vjp.layer`)."""
+    call = vjp.layer(layer, train=train)
+    return lambda params, x: call(params, state, x, key)[0]
 
 
 def autodiff_reference(layer, state: PyTree, *, train: bool, key=None) -> Callable:

@@ -1,0 +1,76 @@
+"""Token ids to vectors, and back to a flat batch: makemore's C[X] and its embcat."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnet.layers import core
+
+
+def embedding(vocab: int, features: int) -> core.Layer:
+    """A lookup table: integer ids [...] -> rows [..., features] (makemore's C[X]).
+
+    Params: {"table": [vocab, features]}, drawn from N(0, 1) as torch.nn.Embedding. The input
+    is integer, so its cotangent is None. Ids outside [0, vocab) are refused on the host;
+    under jit they cannot be read and are clamped, as jnp indexing does.
+    """
+    for what, value in (("vocab", vocab), ("features", features)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"embedding: {what}={value!r} must be a positive int.")
+
+    def init(key, input_shape, dtype=jnp.float32):
+        return (
+            (*input_shape, features),
+            {"table": jax.random.normal(key, (vocab, features), dtype)},
+            {},
+        )
+
+    def forward(params, state, x, *, train=False, key=None):
+        del train, key
+        if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
+            raise TypeError(
+                f"embedding: input has dtype {jnp.result_type(x)}; expected integer ids in "
+                f"[0, {vocab}), e.g. x.astype('int32')."
+            )
+        if not isinstance(x, jax.core.Tracer) and np.size(x):
+            values = np.asarray(x)
+            if values.min() < 0 or values.max() >= vocab:
+                raise core.LayerError(
+                    f"embedding: ids must lie in [0, {vocab}); found values from "
+                    f"{values.min()} to {values.max()}."
+                )
+        return params["table"][x], x, state  # residual: the ids
+
+    def backward(params, ids, g):
+        # out[..., :] = table[ids[...], :], so each row of the table collects the cotangents
+        # of every position that looked it up: a scatter-add. The ids get no cotangent.
+        table = params["table"]
+        dtable = jnp.zeros_like(table).at[ids.reshape(-1)].add(g.reshape(-1, table.shape[1]))
+        return {"table": dtable}, None
+
+    return core.Layer(init, forward, backward, "embedding")
+
+
+def flatten() -> core.Layer:
+    """[batch, d1, d2, ...] -> [batch, d1 * d2 * ...]: makemore's embcat.
+
+    The first axis is the batch: under `jax.vmap` over examples, map over `x[:, None]` so
+    that each example keeps a batch axis of 1.
+    """
+
+    def init(key, input_shape, dtype=jnp.float32):
+        del key, dtype
+        return (input_shape[0], int(np.prod(input_shape[1:]))), {}, {}
+
+    def forward(params, state, x, *, train=False, key=None):
+        del params, train, key
+        if jnp.ndim(x) < 1:
+            raise core.LayerError("flatten: input is a scalar; expected [batch, ...].")
+        # residual: a zero-byte array of shape [*x.shape, 0], to carry x's shape back.
+        return x.reshape(x.shape[0], -1), jnp.zeros((*x.shape, 0), jnp.bool_), state
+
+    def backward(params, shape_carrier, g):
+        del params
+        return {}, g.reshape(shape_carrier.shape[:-1])  # a reshape is undone by a reshape
+
+    return core.Layer(init, forward, backward, "flatten")
