@@ -5,8 +5,9 @@ hand-derived backward, and any `serial` network gets its whole VJP fused into on
 `jax.custom_vjp`, checked against `jax.grad`. The names here are the core; the modules
 hold the rest, each one idea:
 
-  building      layers, losses, network_loss, initializers, lsuv; the MLP: init_mlp, mlp,
-                mlp_loss, mlp_network, forward_and_backward; ops (single ops with hand VJPs)
+  building      layers, losses, network_fn, network_loss, vjp (the one custom_vjp factory),
+                initializers, lsuv; the MLP: init_mlp, mlp, mlp_loss, mlp_network,
+                forward_and_backward; ops (single ops with hand VJPs)
   checking      gradcheck (check, check_layer), reference; testing (pytest assertions,
                 hypothesis strategies: import it on its own, it needs hypothesis)
   training      train (jitted epochs, optimizers), trainer (the main job as a function,
@@ -28,6 +29,7 @@ from jaxnet.mlp import init_mlp as init_mlp
 from jaxnet.mlp import mlp as mlp
 from jaxnet.mlp import mlp_loss as mlp_loss
 from jaxnet.mlp import mlp_network as mlp_network
+from jaxnet.network import network_fn as network_fn
 from jaxnet.network import network_loss as network_loss
 
 __version__ = "0.1.0"
@@ -42,6 +44,7 @@ __all__ = [
     "mlp",
     "mlp_loss",
     "mlp_network",
+    "network_fn",
     "network_loss",
     "ops",
     "reference",

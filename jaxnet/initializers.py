@@ -181,11 +181,6 @@ def orthogonal(
     return scale * jax.nn.initializers.orthogonal()(key, shape, dtype)
 
 
-def _affine(x, layer):
-    y = x @ layer["w"]
-    return y + layer["b"] if "b" in layer else y
-
-
 def lsuv(
     params,
     x: ArrayLike,
@@ -210,25 +205,23 @@ def lsuv(
     Returns:
       New params of the same structure; biases are kept as they are.
     """
-    keys = [None] * len(params) if key is None else list(jax.random.split(key, len(params)))
-    new_params = []
-    for i, (layer, layer_key) in enumerate(zip(params, keys)):
-        w = (
-            layer["w"]
-            if layer_key is None
-            else orthogonal(layer_key, layer["w"].shape, layer["w"].dtype)
-        )
-        layer = {**layer, "w": w}
-        for _ in range(max_iters):
-            std = float(jnp.std(_affine(x, layer)))
-            if not std or abs(std - 1.0) < tol:
-                break
-            layer = {**layer, "w": layer["w"] / std}
-        new_params.append(layer)
-        x = _affine(x, layer)
-        if i < len(params) - 1:
-            x = activation(x)
-    return new_params
+    # One LSUV: the MLP as a network, rescaled by `jaxnet.lsuv.rescale`. Imported here
+    # because jaxnet.layers imports this module.
+    from jaxnet import layers
+    from jaxnet import lsuv as network_lsuv
+
+    if key is not None:
+        keys = jax.random.split(key, len(params))
+        params = [
+            {**p, "w": orthogonal(k, p["w"].shape, p["w"].dtype)} for k, p in zip(keys, params)
+        ]
+    between = layers.core.elementwise("activation", lambda x: (activation(x), None), None)
+    dense = [layers.dense(p["w"].shape[1], bias="b" in p) for p in params]
+    net = layers.serial(*[entry for d in dense[:-1] for entry in (d, between)], dense[-1])
+    interleaved = [entry for p in params for entry in (p, {})][:-1]
+    fitted = network_lsuv.rescale(net, interleaved, [{}] * len(interleaved), x, tol=tol,
+                                  max_iters=max_iters)  # fmt: skip
+    return fitted[::2]
 
 
 INITIALIZERS: dict[str, Initializer] = {

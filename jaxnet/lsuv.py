@@ -3,7 +3,7 @@
 Layer-sequential unit-variance init (Mishkin and Matas 2015; fast.ai lesson 11): walk the
 network on a data batch, and before each dense layer's output moves on, divide its weights
 by the std of that output until it is 1. Later layers see the already-rescaled earlier
-ones. `jaxnet.initializers.lsuv` does the same for a bare MLP params list.
+ones. `jaxnet.initializers.lsuv` runs this for a bare MLP params list, with any activation.
 """
 
 import jax

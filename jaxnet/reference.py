@@ -32,8 +32,8 @@ def sum_squares(pred: ArrayLike, target: ArrayLike) -> Array:
 
 
 def log_softmax(logits: ArrayLike) -> Array:
-    """logits - logsumexp(logits) over the last axis."""
-    return logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    """JAX's own log-softmax over the last axis, independent of `jaxnet.losses.log_softmax`."""
+    return jax.nn.log_softmax(logits, axis=-1)
 
 
 def softmax_cross_entropy(
