@@ -88,14 +88,13 @@ class _Job(NamedTuple):
     n_train: int
 
 
-def _is_plain_mlp(config: Config) -> bool:
-    """ReLU, no normalization, no dropout: the MLP of `init_mlp`, trained by `mlp_loss`."""
-    return (config.activation, config.norm, config.dropout) == ("relu", "none", 0.0)
-
-
 def network(config: Config, sizes: list[int]) -> layers.Layer:
-    """The network: each hidden layer dense, then norm, activation and dropout if asked."""
-    if _is_plain_mlp(config):
+    """The network: each hidden layer dense, then norm, activation and dropout if asked.
+
+    ReLU without normalization or dropout is `jaxnet.mlp_network`, whose params are
+    `init_mlp`'s list (the layout of every checkpoint written before layers existed).
+    """
+    if (config.activation, config.norm, config.dropout) == ("relu", "none", 0.0):
         return jaxnet.mlp_network(sizes, init=config.init)
     norm, hidden = run_config.NORMS[config.norm], []
     bias = config.norm != "batch"  # batch_norm subtracts the batch mean: a bias would cancel
@@ -108,29 +107,16 @@ def network(config: Config, sizes: list[int]) -> layers.Layer:
 
 def _objective(config: Config, net: layers.Layer) -> Callable:
     """(params, net_state, x, y, key, grad) -> (loss, new net_state), in train mode."""
-    smoothing = config.label_smoothing
-    if _is_plain_mlp(config):  # mlp_loss: the path and numbers of the runs before layers
-
-        def plain(params, net_state, x, y, key, grad):
-            del key
-            value = jaxnet.mlp_loss(params, x, y, loss=config.loss, grad=grad,
-                                    label_smoothing=smoothing)  # fmt: skip
-            return value, net_state
-
-        return plain
 
     def objective(params, net_state, x, y, key, grad):
         return jaxnet.network_loss(net, params, net_state, x, y, loss=config.loss, grad=grad,
-                                   key=key, label_smoothing=smoothing)  # fmt: skip
+                                   key=key, label_smoothing=config.label_smoothing)  # fmt: skip
 
     return objective
 
 
 def _epoch(config: Config, objective: Callable, optimizer, mesh):
     augment = data.random_flip if config.augment == "flip" else None
-    if _is_plain_mlp(config):
-        loss = lambda p, x, y: objective(p, (), x, y, None, config.grad)[0]  # noqa: E731
-        return train.make_train_epoch(loss, optimizer, config.batch_size, mesh, augment)
     loss = lambda p, s, x, y, key: objective(p, s, x, y, key, config.grad)  # noqa: E731
     return train.make_train_epoch(loss, optimizer, config.batch_size, mesh, augment,
                                   stateful=True)  # fmt: skip
@@ -142,14 +128,6 @@ def _optimizer(config: Config, n_train: int):
         config.optimizer, config.learning_rate, config.schedule, steps, config.weight_decay,
         config.clip_grad_norm,
     )  # fmt: skip
-
-
-def _init(config: Config, net: layers.Layer, sizes: list[int], key):
-    """(params, net_state): init_mlp's list for the plain MLP, else the network's init."""
-    if _is_plain_mlp(config):
-        return jaxnet.init_mlp(key, sizes, init=config.init), ()
-    _, params, net_state = layers.init(net, key, (1, sizes[0]))
-    return params, net_state
 
 
 def build(config: Config, prepared: _Prepared, mesh) -> tuple[_Job, train.TrainState]:
@@ -168,7 +146,7 @@ def build(config: Config, prepared: _Prepared, mesh) -> tuple[_Job, train.TrainS
               train.make_evaluate(net, config.loss, mesh), train_xy, eval_sets, mesh,
               len(a["x_train"]))  # fmt: skip
     init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
-    params, net_state = _init(config, net, prepared.sizes, init_key)
+    _, params, net_state = layers.init(net, init_key, (1, prepared.sizes[0]))
     return job, jax.device_get(train.init_state(params, optimizer, shuffle_key, net_state))
 
 
