@@ -20,7 +20,8 @@ from absl import app, flags
 
 import jaxnet
 from experiments import common
-from jaxnet import reference, train
+from jaxnet.lessons import reference
+from jaxnet.training import loop
 
 _HOMEWORK_BUG = flags.DEFINE_boolean(
     "homework_bug", False, "Update each bias by the sum of its gradient over every element."
@@ -62,11 +63,11 @@ def run(*, bug: bool, steps: int = 1001, learning_rate: float = 1e-4, seed: int 
     params = [{**p, "b": jax.random.normal(k, p["w"].shape[1:])} for p, k in zip(params, b_keys)]
     x = jax.random.normal(keys[1], (BATCH, D_IN))
     y = jax.random.normal(keys[2], (BATCH, D_OUT))
-    sgd = train.hand_sgd(learning_rate)
+    sgd = loop.hand_sgd(learning_rate)
     hand = functools.partial(hand_loss_and_grad, bug=bug)
     auto = jax.value_and_grad(functools.partial(reference.mlp_loss, loss="sum_squares"))
-    _, hand_losses = train.fit_full_batch(hand, params, (x, y), sgd, steps)
-    _, auto_losses = train.fit_full_batch(auto, params, (x, y), sgd, steps)
+    _, hand_losses = loop.fit_full_batch(hand, params, (x, y), sgd, steps)
+    _, auto_losses = loop.fit_full_batch(auto, params, (x, y), sgd, steps)
     hand_losses, auto_losses = np.asarray(hand_losses), np.asarray(auto_losses)
     return dict(
         homework_bug=bug, steps=steps, learning_rate=learning_rate, seed=seed,

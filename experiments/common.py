@@ -3,7 +3,7 @@
 import io
 import logging
 
-from jaxnet import files
+from jaxnet.training import files
 
 
 def quiet_jax_logs() -> None:

@@ -17,7 +17,9 @@ from absl import app, flags
 
 import jaxnet
 from experiments import common
-from jaxnet import gradcheck, reference, train
+from jaxnet import gradcheck
+from jaxnet.lessons import reference
+from jaxnet.training import loop
 
 _RELU_STEPS = flags.DEFINE_integer(
     "relu_steps", 500, "SGD steps for the MyReLU net.", lower_bound=1
@@ -78,7 +80,7 @@ def my_relu_net(seed: int, steps: int) -> dict:
     want = jax.grad(functools.partial(reference.mlp_loss, loss="sum_squares"))(params, x, y)
     report = gradcheck.compare(got, want, rtol=1e-5, atol=1e-3)
     loss_and_grad = jax.value_and_grad(two_layer_loss)
-    _, losses = train.fit_full_batch(loss_and_grad, params, (x, y), train.hand_sgd(1e-6), steps)
+    _, losses = loop.fit_full_batch(loss_and_grad, params, (x, y), loop.hand_sgd(1e-6), steps)
     return dict(gradient_check=str(report), gradient_ok=report.ok,
                 max_rel_diff=max(leaf.max_rel for leaf in report.leaves),
                 losses=jax.device_get(losses).tolist())  # fmt: skip
@@ -112,8 +114,8 @@ def legendre_fit(steps: int, learning_rate: float) -> dict:
     got = jax.grad(legendre_loss)(coeffs, x, y)
     report = gradcheck.compare(got, jax.grad(legendre_loss_plain)(coeffs, x, y), atol=1e-3)
     loss_and_grad = jax.value_and_grad(legendre_loss)
-    sgd = train.hand_sgd(learning_rate)
-    final, losses = train.fit_full_batch(loss_and_grad, coeffs, (x, y), sgd, steps)
+    sgd = loop.hand_sgd(learning_rate)
+    final, losses = loop.fit_full_batch(loss_and_grad, coeffs, (x, y), sgd, steps)
     final = {k: float(v) for k, v in final.items()}
     return dict(coefficients=final, losses=jax.device_get(losses).tolist(), gradient_ok=report.ok,
                 gradient_check=str(report),

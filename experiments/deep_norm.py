@@ -7,7 +7,7 @@ and budget in five ways:
   lsuv          dense (orthogonal) -> general_relu, then `jaxnet.lsuv.rescale` on a batch
   batch_norm    dense (kaiming_normal, no bias) -> batch_norm -> general_relu
   layer_norm    dense (kaiming_normal, no bias) -> layer_norm -> general_relu
-A `jaxnet.stats.probe()` after each activation records its mean, std, fraction near zero
+A `jaxnet.lessons.stats.probe()` after each activation records its mean, std, fraction near zero
 and histogram of |x| as layer state, which every step of the jitted `lax.scan` returns:
 fast.ai's hooks, without Python hooks.
 
@@ -27,7 +27,9 @@ import optax
 from absl import app, flags
 
 from experiments import common
-from jaxnet import data, layers, lsuv, network, stats, train
+from jaxnet import layers, lsuv, network
+from jaxnet.lessons import stats
+from jaxnet.training import data, loop
 
 ARMS = ("relu", "general_relu", "lsuv", "batch_norm", "layer_norm")
 EPOCHS = {"fashion_mnist": 3, "mnist": 3, "digits": 20}
@@ -116,8 +118,8 @@ def run_arm(arm: str, splits, *, depth: int, width: int, indices, optimizer, gra
         params = lsuv.rescale(net, params, state, x[lsuv_rows])
     params, state, trace = make_fit(net, optimizer, grad)(params, state, x, y, indices)
     trace = jax.tree_util.tree_map(np.asarray, trace)
-    padded = train.pad_rows(x_test, y_test, jax.device_count())  # rows split over devices
-    test_loss, test_acc = train.make_evaluate(net, "cross_entropy")(params, state, *padded)
+    padded = loop.pad_rows(x_test, y_test, jax.device_count())  # rows split over devices
+    test_loss, test_acc = loop.make_evaluate(net, "cross_entropy")(params, state, *padded)
     step, layer = stats.first_out_of_band(trace["std"])
     summary = dict(
         arm=arm, test_accuracy=float(test_acc), test_loss=float(test_loss),
@@ -207,7 +209,7 @@ def main(argv):
     epochs = _EPOCHS.value or EPOCHS[_DATASET.value]
     n = splits[0].shape[0]
     order_key, lsuv_key = jax.random.split(jax.random.key(_SEED.value + 1))
-    indices = jnp.concatenate([train.epoch_indices(k, n, min(_BATCH_SIZE.value, n))
+    indices = jnp.concatenate([loop.epoch_indices(k, n, min(_BATCH_SIZE.value, n))
                                for k in jax.random.split(order_key, epochs)])  # fmt: skip
     lsuv_rows = jax.random.permutation(lsuv_key, n)[: _LSUV_BATCH.value]
     optimizer = optax.sgd(_LEARNING_RATE.value, momentum=_MOMENTUM.value or None)

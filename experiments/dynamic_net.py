@@ -18,7 +18,8 @@ from absl import app, flags
 
 import jaxnet
 from experiments import common
-from jaxnet import gradcheck, reference
+from jaxnet import gradcheck
+from jaxnet.lessons import reference
 
 _STEPS = flags.DEFINE_integer("steps", 500, "Training steps.", lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-4, "SGD step size.", lower_bound=0)

@@ -3,7 +3,7 @@ r"""Lessons 000 and 003: how the init scale makes activations explode, vanish, o
 One layer: mean and std after `lin` and after `relu`, per scheme, for inputs of std 1.
 Deep chains: lesson 000's 50 layers of 100 and fast.ai's 100 layers of 512, with and
 without ReLU: each chain's verdict (holds, explodes, vanishes, overflows, underflows, see
-`jaxnet.stats.verdict`), the layer where it showed, and the final moments.
+`jaxnet.lessons.stats.verdict`), the layer where it showed, and the final moments.
 
   python -m experiments.init_stats
   python -m experiments.init_stats --batch=64 --chains=50x100
@@ -17,7 +17,8 @@ import numpy as np
 from absl import app, flags
 
 from experiments import common
-from jaxnet import initializers, stats
+from jaxnet import initializers
+from jaxnet.lessons import stats
 
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
 _BATCH = flags.DEFINE_integer(

@@ -22,7 +22,9 @@ import numpy as np
 from absl import app, flags
 
 from experiments import common
-from jaxnet import bigram, layers, makemore, names, ninja, train
+from jaxnet import layers
+from jaxnet.lessons import bigram, makemore, names, ninja
+from jaxnet.training import loop
 
 _OPTIMIZERS = ("adam", "adamw", "nadam", "sgd", "rmsprop", "lion")
 
@@ -42,7 +44,7 @@ _BATCH_SIZE = flags.DEFINE_integer(
 )
 _OPTIMIZER = flags.DEFINE_enum("optimizer", "adam", _OPTIMIZERS, "The optax optimizer.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 2e-3, "Peak step size.", lower_bound=0)
-_SCHEDULE = flags.DEFINE_enum("schedule", "cosine", train.SCHEDULES, "Learning-rate schedule.")
+_SCHEDULE = flags.DEFINE_enum("schedule", "cosine", loop.SCHEDULES, "Learning-rate schedule.")
 _CHUNK_STEPS = flags.DEFINE_integer(
     "chunk_steps", 1000, "Steps per jitted lax.scan between progress checks.", lower_bound=1
 )
@@ -78,7 +80,7 @@ def _part1(key, windows: names.Windows, batch: int) -> dict:
     print(
         "(bnvar divides by n, as jaxnet.layers.batch_norm normalises; the lecture divides by\n"
         " n - 1, which makes dbndiff2 = dbnvar / (n - 1) and puts n / (n - 1) before the\n"
-        " one-line backward's last term. jaxnet.ninja's bessel=True is the lecture's.)"
+        " one-line backward's last term. jaxnet.lessons.ninja's bessel=True is the lecture's.)"
     )
     fused = _fused_rows(params, v, x, y, mine)
     print("\nThe fused backward passes against the step-by-step chain:")
@@ -121,7 +123,7 @@ def _train(model: makemore.Model, key, x: np.ndarray, y: np.ndarray) -> dict:
     init_key, data_key = jax.random.split(key)
     _, params, state = _init(model.net, init_key, _BATCH_SIZE.value)
     steps = _steps()
-    optimizer = train.make_training_optimizer(
+    optimizer = loop.make_training_optimizer(
         _OPTIMIZER.value, _LEARNING_RATE.value, _SCHEDULE.value, steps
     )
     opt_state = optimizer.init(params)

@@ -13,7 +13,8 @@ import numpy as np
 from absl import app, flags
 
 from experiments import common
-from jaxnet import matmul, timing
+from jaxnet import timing
+from jaxnet.lessons import matmul
 
 _SHAPE = flags.DEFINE_list("shape", ["5", "784", "10"], "M,K,N for [M, K] @ [K, N].")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per rung (median).", lower_bound=1)

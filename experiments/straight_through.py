@@ -24,7 +24,8 @@ import optax
 from absl import app, flags
 
 from experiments import common
-from jaxnet import data, layers, network
+from jaxnet import layers, network
+from jaxnet.training import data
 
 _STEPS = flags.DEFINE_integer("steps", 2000, "Adam steps per arm.", lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per step.", lower_bound=2)

@@ -6,8 +6,8 @@ r"""Trains an MLP with a hand-derived VJP on a real dataset, driven by optax.
   python -m experiments.train_mlp --loss=mse --hidden=50   # lesson 003: mse on the label value
   python -m experiments.train_mlp --resume                 # go on from the last checkpoint
 
-Each dataset has tuned defaults (`jaxnet.run_config.DEFAULTS`), used for every flag left
-unset. The work is `jaxnet.trainer.train_and_evaluate`; this script turns flags into its
+Each dataset has tuned defaults (`jaxnet.training.config.DEFAULTS`), used for every flag left
+unset. The work is `jaxnet.training.job.train_and_evaluate`; this script turns flags into its
 `Config`, prints its progress and draws the curves. Writes to --output_dir: metrics.jsonl
 (one record per epoch), summary.json, curves.png, checkpoint.npz and checkpoint.1.npz (the
 one before). Runs on every device (a global batch is split over them), and on several
@@ -25,7 +25,7 @@ from absl import app, flags
 
 import jaxnet
 from experiments import common
-from jaxnet import data, parallel, run_config, train, trainer
+from jaxnet.training import config, data, job, loop, parallel
 
 _DATASET = flags.DEFINE_enum("dataset", "digits", data.DATASETS, "Which data to train on.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder looked in first for the data files.")
@@ -47,18 +47,18 @@ _INIT = flags.DEFINE_enum("init", None, sorted(jaxnet.initializers.INITIALIZERS)
 _OPTIMIZER = flags.DEFINE_string("optimizer", None, "Any optax optimizer by name, e.g. adam.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", None, "Peak step size.", lower_bound=0.0)
 _SCHEDULE = flags.DEFINE_enum(
-    "schedule", None, list(train.SCHEDULES), "Learning-rate schedule over the whole run."
+    "schedule", None, list(loop.SCHEDULES), "Learning-rate schedule over the whole run."
 )
 _CLIP_GRAD_NORM = flags.DEFINE_float(
     "clip_grad_norm", None, "Scale each gradient down to at most this global norm; 0: no "
     "clipping.", lower_bound=0.0,
 )  # fmt: skip
 _ACTIVATION = flags.DEFINE_enum(
-    "activation", None, list(run_config.ACTIVATIONS), "After each hidden layer. leaky_relu: "
+    "activation", None, list(config.ACTIVATIONS), "After each hidden layer. leaky_relu: "
     "slope 0.01; general_relu: fast.ai's leak 0.1, sub 0.4.",
 )  # fmt: skip
 _NORM = flags.DEFINE_enum(
-    "norm", None, list(run_config.NORMS), "Normalization after each hidden dense layer, before "
+    "norm", None, list(config.NORMS), "Normalization after each hidden dense layer, before "
     "its activation: batch_norm (over the global batch) or layer_norm.",
 )  # fmt: skip
 _DROPOUT = flags.DEFINE_float(
@@ -94,7 +94,7 @@ _TIMEOUT = flags.DEFINE_integer(
     "distributed_timeout", 60, "Seconds to wait for the coordinator.", lower_bound=1
 )
 
-# Flags whose default comes from the dataset (run_config.DEFAULTS) unless given.
+# Flags whose default comes from the dataset (config.DEFAULTS) unless given.
 _FLAGS = {"hidden": _HIDDEN, "loss": _LOSS, "init": _INIT, "optimizer": _OPTIMIZER,
           "learning_rate": _LEARNING_RATE, "schedule": _SCHEDULE, "weight_decay": _WEIGHT_DECAY,
           "batch_size": _BATCH_SIZE, "epochs": _EPOCHS, "augment": _AUGMENT,
@@ -111,7 +111,7 @@ def _positive_widths(widths):
 
 def _known_optimizer(name):
     try:
-        return name is None or bool(train.make_optimizer(name, 1e-3))
+        return name is None or bool(loop.make_optimizer(name, 1e-3))
     except ValueError as e:  # names the nearest optax optimizers
         raise flags.ValidationError(str(e)) from None
 
@@ -120,10 +120,10 @@ flags.register_validator("hidden", _positive_widths, "--hidden must list positiv
 flags.register_validator("optimizer", _known_optimizer)
 
 
-def config_from_flags() -> trainer.Config:
+def config_from_flags() -> job.Config:
     """The run's settings: flags given on the command line, else the dataset's defaults."""
     given = {k: f.value for k, f in _FLAGS.items() if f.present}
-    return trainer.Config.for_dataset(
+    return job.Config.for_dataset(
         _DATASET.value, **given, grad=_GRAD.value, seed=_SEED.value,
         validation_fraction=_VALIDATION.value, data_dir=_DATA_DIR.value,
         download=_DOWNLOAD.value, checkpoint_every=_CHECKPOINT_EVERY.value,
@@ -144,7 +144,7 @@ def plot_curves(workdir: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = trainer.read_metrics(Path(workdir))
+    records = job.read_metrics(Path(workdir))
     epochs = [r["epoch"] for r in records]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for key in ("train_loss", "valid_loss", "test_loss"):
@@ -175,8 +175,8 @@ def main(argv):
         if _COORDINATOR.value or _NUM_PROCESSES.value > 1:
             parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                 timeout_seconds=_TIMEOUT.value)  # fmt: skip
-        summary = trainer.train_and_evaluate(config_from_flags(), _OUTPUT_DIR.value, log=say)
-    except trainer.Interrupted as e:
+        summary = job.train_and_evaluate(config_from_flags(), _OUTPUT_DIR.value, log=say)
+    except job.Interrupted as e:
         print(f"train_mlp: {e}", file=sys.stderr)
         sys.exit(128 + e.signum)
     except KeyboardInterrupt:

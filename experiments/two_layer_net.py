@@ -18,7 +18,7 @@ from absl import app, flags
 
 import jaxnet
 from experiments import common
-from jaxnet import train
+from jaxnet.training import loop
 
 _GRAD = flags.DEFINE_enum(
     "grad",
@@ -51,7 +51,7 @@ N, D_IN, H, D_OUT = 64, 1000, 100, 10
 
 def _is_optimizer(name: str) -> bool:
     try:
-        train.make_optimizer(name, 1e-3)
+        loop.make_optimizer(name, 1e-3)
     except ValueError as e:
         raise flags.ValidationError(str(e)) from None
     return True
@@ -92,15 +92,15 @@ def run(
     learning_rate = default_learning_rate(optimizer) if learning_rate is None else learning_rate
     init = default_init(optimizer) if init is None else init
     if grad == "manual" and optimizer == "sgd":
-        opt = train.hand_sgd(learning_rate)
+        opt = loop.hand_sgd(learning_rate)
     else:
-        opt = train.make_optimizer(optimizer, learning_rate)
+        opt = loop.make_optimizer(optimizer, learning_rate)
     init_key, x_key, y_key = jax.random.split(jax.random.key(seed), 3)
     params = jaxnet.init_mlp(init_key, [D_IN, H, D_OUT], init=init, bias=bias, dtype=dtype)
     x = jax.random.normal(x_key, (N, D_IN), dtype)
     y = jax.random.normal(y_key, (N, D_OUT), dtype)
     start = time.perf_counter()
-    _, losses = train.fit_full_batch(_loss_and_grad(grad), params, (x, y), opt, steps)
+    _, losses = loop.fit_full_batch(_loss_and_grad(grad), params, (x, y), opt, steps)
     losses = jax.device_get(losses).tolist()
     settings = dict(grad=grad, optimizer=optimizer, learning_rate=learning_rate, steps=steps,
                     bias=bias, init=init, seed=seed, dtype=dtype)  # fmt: skip

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxnet import bigram, names
+from jaxnet.lessons import bigram, names
 
 
 def test_counts_every_pair_with_dots_at_both_ends():

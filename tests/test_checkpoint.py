@@ -6,12 +6,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnet import checkpoint, train
+from jaxnet.training import checkpoint, loop
 
 
 def _state(value=1.0):
     params = {"w": jnp.full((3, 2), value), "b": jnp.zeros(2)}
-    return train.init_state(params, optax.adam(1e-3), jax.random.key(0))
+    return loop.init_state(params, optax.adam(1e-3), jax.random.key(0))
 
 
 def test_nonfinite_params_or_optimizer_state_are_refused_and_the_old_file_kept(tmp_path):
@@ -66,6 +66,6 @@ def test_restore_newest_does_not_skip_a_checkpoint_of_another_run(tmp_path):
     path = tmp_path / "checkpoint.npz"
     checkpoint.save(path, _state(), {"epoch": 1}, keep=2)
     checkpoint.save(path, _state(), {"epoch": 2}, keep=2)
-    other = train.init_state({"w": jnp.zeros((3, 2))}, optax.sgd(0.1), jax.random.key(0))
+    other = loop.init_state({"w": jnp.zeros((3, 2))}, optax.sgd(0.1), jax.random.key(0))
     with pytest.raises(checkpoint.CheckpointError, match="do not match this run"):
         checkpoint.restore_newest(path, other)

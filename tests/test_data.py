@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxnet import data
+from jaxnet.training import data
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import jaxnet
-from jaxnet import initializers, matmul
+from jaxnet import initializers
+from jaxnet.lessons import matmul
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +122,7 @@ def test_benchmark_writes_table_and_json(tmp_path):
     devices = [{"devices": 1, "test_loss": 0.5, "wall_seconds": 2.0, "samples_per_second": 9.0}]
     (tmp_path / "benchmark.json").write_text(json.dumps({"devices": devices, "machine": {}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "experiments.benchmark", "--sections=lesson", "--repeats=3",
+    cmd = [sys.executable, "-m", "benchmarks.benchmark", "--sections=lesson", "--repeats=3",
            f"--output_dir={tmp_path}"]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -162,7 +163,7 @@ def test_deep_norm_small_shows_batch_norm_holding_where_relu_leaves_the_band(tmp
 
 
 def test_layers_section_compares_with_the_plain_network():
-    from experiments import layer_bench  # defines no flags, unlike the scripts
+    from benchmarks import layer_bench  # defines no flags, unlike the scripts
 
     results = layer_bench.section(3, batch=4, hidden=(8,), architectures=("bn_tanh",))
     results = json.loads(json.dumps(results))  # as benchmark.json holds it
@@ -183,7 +184,7 @@ def test_layers_section_compares_with_the_plain_network():
 
 
 def test_layers_section_refuses_a_plain_network_that_computes_something_else():
-    from experiments import layer_bench
+    from benchmarks import layer_bench
 
     net, plain_loss, args = layer_bench.problem("relu_mlp", (8,), 4)
     progs = layer_bench.programs(net, plain_loss, args)
@@ -195,7 +196,7 @@ def test_layers_section_refuses_a_plain_network_that_computes_something_else():
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_the_plain_mlp_is_the_network_jaxnet_computes(loss):
-    from experiments import plain  # the step and memory sections' baseline
+    from benchmarks import plain  # the step and memory sections' baseline
 
     keys = jax.random.split(jax.random.key(0), 3)
     params = jaxnet.init_mlp(keys[0], [6, 5, 3])
@@ -212,7 +213,7 @@ def test_the_plain_mlp_is_the_network_jaxnet_computes(loss):
 def test_gradcheck_speed_measures_both_and_the_hypothesis_run(tmp_path):
     # A subprocess, as the other scripts: its flags would clash with theirs in one process.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "experiments.gradcheck_speed", "--shapes=1",
+    cmd = [sys.executable, "-m", "benchmarks.gradcheck_speed", "--shapes=1",
            "--hypothesis_shapes=1", f"--output_dir={tmp_path}"]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

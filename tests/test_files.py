@@ -1,4 +1,4 @@
-"""jaxnet.files: atomic writes leave the old file or the new, with ordinary permissions."""
+"""jaxnet.training.files: atomic writes leave the old file or the new, with ordinary permissions."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from jaxnet import files
+from jaxnet.training import files
 
 
 def test_write_replaces_the_file_and_leaves_no_temporary(tmp_path):

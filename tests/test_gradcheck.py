@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import pytest
 from conftest import TOLERANCES, make_problem
 
-from jaxnet import gradcheck, ops, reference
+from jaxnet import gradcheck, ops
+from jaxnet.lessons import reference
 
 
 @jax.custom_vjp

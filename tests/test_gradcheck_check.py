@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnet import gradcheck, ops, reference
+from jaxnet import gradcheck, ops
+from jaxnet.lessons import reference
 
 KEYS = jax.random.split(jax.random.key(0), 8)
 X = jax.random.normal(KEYS[0], (4, 6))

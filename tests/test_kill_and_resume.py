@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxnet import checkpoint, trainer
+from jaxnet.training import checkpoint, job
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--epochs=6", "--hidden=32", "--batch_size=100", "--seed=1"]
@@ -67,8 +67,8 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_params(tm
     after each, `--resume` goes on, and each run that finishes has bitwise the params of a
     run that nobody killed."""
     straight = tmp_path / "straight"
-    config = trainer.Config.for_dataset("digits", epochs=6, hidden=(32,), batch_size=100, seed=1)
-    trainer.train_and_evaluate(config, straight)
+    config = job.Config.for_dataset("digits", epochs=6, hidden=(32,), batch_size=100, seed=1)
+    job.train_and_evaluate(config, straight)
     seed = random.randrange(2**32)
     rng, tried, survived, processes = random.Random(seed), 0, 0, 0
     env = _env(**{

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from jaxnet import layers as L
-from jaxnet import network, stats
+from jaxnet import network
+from jaxnet.lessons import stats
 
 
 class Case(NamedTuple):

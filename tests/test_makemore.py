@@ -15,7 +15,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnet import gradcheck, layers, makemore, names, ninja, train
+from jaxnet import gradcheck, layers
+from jaxnet.lessons import makemore, names, ninja
+from jaxnet.training import loop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +70,7 @@ def test_nll_in_blocks_is_the_mean_over_every_row(problem):
     params = makemore.from_lecture(lecture)
     state = makemore.calibrate(model, params, _state(model, 8), pairs.x)
     x, y = pairs.x[:1001], pairs.y[:1001]
-    values, _ = train.example_losses(model.net, params, state, jnp.asarray(x), jnp.asarray(y),
+    values, _ = loop.example_losses(model.net, params, state, jnp.asarray(x), jnp.asarray(y),
                                      "cross_entropy")  # fmt: skip
     want = float(np.mean(values))
     assert makemore.nll(model.net, params, state, x, y, block=128) == pytest.approx(want, rel=1e-5)

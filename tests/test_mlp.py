@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxnet
-from jaxnet import gradcheck, reference
+from jaxnet import gradcheck
+from jaxnet.lessons import reference
 
 
 def _all_grads(params, x, y, loss):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnet import names
+from jaxnet.lessons import names
 
 
 def _package_dir() -> Path:

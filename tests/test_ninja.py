@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import TOLERANCES
 
-from jaxnet import gradcheck, names, ninja
+from jaxnet import gradcheck
+from jaxnet.lessons import names, ninja
 
 
 def _problem(dtype, n=32, seed=0):

@@ -11,7 +11,8 @@ from conftest import TOLERANCES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxnet import gradcheck, ops, reference
+from jaxnet import gradcheck, ops
+from jaxnet.lessons import reference
 
 KEY = jax.random.key(0)
 

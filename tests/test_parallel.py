@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnet import parallel
+from jaxnet.training import parallel
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--dataset=digits", "--epochs=3", "--batch_size=64", "--seed=3"]

@@ -8,7 +8,8 @@ import optax
 import pytest
 
 import jaxnet
-from jaxnet import profiling, train
+from jaxnet import profiling
+from jaxnet.training import loop
 
 HLO = """\
 HloModule m, entry_computation_layout={(f32[4,3]{1,0})->f32[4,2]{1,0}}
@@ -51,8 +52,8 @@ def test_a_train_epoch_is_mostly_matmuls_and_every_kind_is_seen(tmp_path):
     y = jax.random.randint(jax.random.key(2), (1024,), 0, 10)
     optimizer = optax.adam(1e-3)
     loss = functools.partial(jaxnet.mlp_loss, loss="cross_entropy")
-    epoch = train.make_train_epoch(loss, optimizer, 32)
-    state = train.init_state(params, optimizer, jax.random.key(3))
+    epoch = loop.make_train_epoch(loss, optimizer, 32)
+    state = loop.init_state(params, optimizer, jax.random.key(3))
     hlo, ms = profiling.time_by_kind(epoch.jitted, state, x, y, trace_dir=tmp_path)
     assert "dot(" in hlo
     assert {"matmul", "elementwise", "gather", "shuffle"} <= set(ms)

@@ -45,8 +45,8 @@ PUBLIC = {
         "ops",
         "reference",
     ],
-    "jaxnet.bigram": ["counts", "fit", "loss"],
-    "jaxnet.checkpoint": [
+    "jaxnet.lessons.bigram": ["counts", "fit", "loss"],
+    "jaxnet.training.checkpoint": [
         "CheckpointError",
         "WRITE_DELAY_ENV",
         "read_meta",
@@ -55,7 +55,7 @@ PUBLIC = {
         "rotated_paths",
         "save",
     ],
-    "jaxnet.data": [
+    "jaxnet.training.data": [
         "CACHE_ENV",
         "DATASETS",
         "DataError",
@@ -74,7 +74,7 @@ PUBLIC = {
         "read_idx",
         "validation_split",
     ],
-    "jaxnet.files": ["atomic_writer", "finite", "write_bytes_atomic", "write_json_atomic"],
+    "jaxnet.training.files": ["atomic_writer", "finite", "write_bytes_atomic", "write_json_atomic"],
     "jaxnet.gradcheck": [
         "Comparison",
         "FiniteDifferenceCheck",
@@ -153,7 +153,7 @@ PUBLIC = {
         "sum_squares",
     ],
     "jaxnet.lsuv": ["rescale", "unit_std"],
-    "jaxnet.makemore": [
+    "jaxnet.lessons.makemore": [
         "BATCH_NORM",
         "Model",
         "calibrate",
@@ -164,7 +164,7 @@ PUBLIC = {
         "model",
         "nll",
     ],
-    "jaxnet.matmul": [
+    "jaxnet.lessons.matmul": [
         "LADDER",
         "broadcast",
         "einsum",
@@ -174,7 +174,7 @@ PUBLIC = {
         "row_times_column",
     ],
     "jaxnet.mlp": ["forward_and_backward", "init_mlp", "mlp", "mlp_loss", "mlp_network"],
-    "jaxnet.names": [
+    "jaxnet.lessons.names": [
         "ALPHABET",
         "FILES",
         "INSTALL",
@@ -192,7 +192,7 @@ PUBLIC = {
         "windows",
     ],
     "jaxnet.network": ["GRADS", "apply_ops", "leaf_op", "network_loss"],
-    "jaxnet.ninja": [
+    "jaxnet.lessons.ninja": [
         "EPS",
         "INTERMEDIATES",
         "ORDER",
@@ -219,7 +219,7 @@ PUBLIC = {
         "softmax_cross_entropy",
         "sum_squares",
     ],
-    "jaxnet.parallel": [
+    "jaxnet.training.parallel": [
         "AXIS",
         "assert_same_on_all_processes",
         "check_batch_size",
@@ -230,7 +230,7 @@ PUBLIC = {
         "sharded_batch",
     ],
     "jaxnet.profiling": ["dot_signatures", "kernel_counts", "op_kinds", "time_by_kind"],
-    "jaxnet.reference": [
+    "jaxnet.lessons.reference": [
         "LOSSES",
         "linear",
         "log_softmax",
@@ -241,8 +241,8 @@ PUBLIC = {
         "softmax_cross_entropy",
         "sum_squares",
     ],
-    "jaxnet.run_config": ["ACTIVATIONS", "Config", "DEFAULTS", "NORMS"],
-    "jaxnet.stats": [
+    "jaxnet.training.config": ["ACTIVATIONS", "Config", "DEFAULTS", "NORMS"],
+    "jaxnet.lessons.stats": [
         "HOLDS",
         "Moments",
         "VERDICTS",
@@ -266,7 +266,7 @@ PUBLIC = {
         "shapes",
     ],
     "jaxnet.timing": ["interleaved_medians", "interleaved_times", "median_seconds", "ratio_spread"],
-    "jaxnet.train": [
+    "jaxnet.training.loop": [
         "SCHEDULES",
         "TrainState",
         "batches_per_epoch",
@@ -283,7 +283,7 @@ PUBLIC = {
         "make_training_optimizer",
         "pad_rows",
     ],
-    "jaxnet.trainer": [
+    "jaxnet.training.job": [
         "Diverged",
         "Interrupted",
         "build",
@@ -293,6 +293,8 @@ PUBLIC = {
         "read_metrics",
         "train_and_evaluate",
     ],
+    "jaxnet.lessons": [],
+    "jaxnet.training": [],
     "jaxnet.typing": [
         "Array",
         "ArrayLike",
@@ -329,3 +331,29 @@ def test_no_module_shadows_the_standard_library():
 
     for name in public_modules():
         assert name.split(".")[-1] not in sys.stdlib_module_names or name.endswith(".typing"), name
+
+
+def test_every_old_module_path_is_the_moved_module_itself():
+    """`jaxnet.trainer` and the other flat paths of before the move still import, lazily."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from jaxnet import _moved
+
+    for old, new in _moved.MOVED.items():
+        assert importlib.import_module(old) is importlib.import_module(new), old
+        parent, _, child = old.rpartition(".")
+        assert getattr(importlib.import_module(parent), child) is importlib.import_module(new)
+        assert importlib.import_module(old).__spec__.name == new, old
+    code = (
+        "import sys, jaxnet\n"
+        "moved = ('jaxnet.training', 'jaxnet.lessons.')\n"
+        "loaded = [m for m in sys.modules if m.startswith(moved)]\n"
+        "assert loaded == ['jaxnet.lessons.reference'], loaded  # light, and jaxnet.reference\n"
+        "import jaxnet.trainer as t, jaxnet.training.job as j\n"
+        "from jaxnet import data\n"
+        "assert t is j and data is sys.modules['jaxnet.training.data']\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)

@@ -1,12 +1,13 @@
-"""jaxnet.stats: moments that survive huge activations, and a verdict a learner can trust."""
+"""jaxnet.lessons.stats: moments that survive huge activations; a verdict a learner can trust."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnet import initializers, network, stats
+from jaxnet import initializers, network
 from jaxnet import layers as L
+from jaxnet.lessons import stats
 
 
 @pytest.mark.parametrize(

@@ -10,31 +10,31 @@ import pytest
 from conftest import make_problem
 
 import jaxnet
-from jaxnet import checkpoint, train
+from jaxnet.training import checkpoint, loop
 
 
 def test_make_optimizer_by_name():
-    assert isinstance(train.make_optimizer("adamw", 1e-3), optax.GradientTransformation)
+    assert isinstance(loop.make_optimizer("adamw", 1e-3), optax.GradientTransformation)
     with pytest.raises(ValueError, match=r"'adma' is not an optax optimizer.*'adam'"):
-        train.make_optimizer("adma", 1e-3)
+        loop.make_optimizer("adma", 1e-3)
     with pytest.raises(ValueError, match="not an optax optimizer"):
-        train.make_optimizer("apply_updates", 1e-3)
+        loop.make_optimizer("apply_updates", 1e-3)
     with pytest.raises(ValueError, match="not an optax optimizer"):
-        train.make_optimizer("os.system", 1e-3)
+        loop.make_optimizer("os.system", 1e-3)
 
 
 def test_hand_sgd_equals_optax_sgd():
     params, x, y = make_problem([4, 6, 3], 5, "mse", "float32")
     loss_and_grad = functools.partial(jaxnet.forward_and_backward, loss="mse")
-    hand = train.fit_full_batch(loss_and_grad, params, (x, y), train.hand_sgd(0.1), 20)
-    lib = train.fit_full_batch(loss_and_grad, params, (x, y), optax.sgd(0.1), 20)
+    hand = loop.fit_full_batch(loss_and_grad, params, (x, y), loop.hand_sgd(0.1), 20)
+    lib = loop.fit_full_batch(loss_and_grad, params, (x, y), optax.sgd(0.1), 20)
     jax.tree_util.tree_map(np.testing.assert_array_equal, hand, lib)
 
 
 def test_fit_full_batch_lowers_the_loss_and_matches_a_python_loop():
     params, x, y = make_problem([4, 6, 3], 5, "mse", "float32")
     loss_and_grad = jax.value_and_grad(jaxnet.mlp_loss)
-    final, losses = train.fit_full_batch(loss_and_grad, params, (x, y), optax.sgd(0.05), 30)
+    final, losses = loop.fit_full_batch(loss_and_grad, params, (x, y), optax.sgd(0.05), 30)
     assert losses.shape == (30,) and losses[-1] < losses[0]
     p = params
     for _ in range(30):
@@ -52,18 +52,18 @@ def test_fit_full_batch_lowers_the_loss_and_matches_a_python_loop():
 def _epoch_problem(n=50, batch_size=16, optimizer=None):
     params, x, _ = make_problem([5, 8, 3], n, "cross_entropy", "float32")
     y = jax.random.randint(jax.random.key(4), (n,), 0, 3)
-    optimizer = optimizer or train.make_training_optimizer("adamw", 1e-2, "cosine", 40, 1e-3)
+    optimizer = optimizer or loop.make_training_optimizer("adamw", 1e-2, "cosine", 40, 1e-3)
     loss = functools.partial(jaxnet.mlp_loss, loss="cross_entropy")
-    epoch = train.make_train_epoch(loss, optimizer, batch_size)
-    return epoch, train.init_state(params, optimizer, jax.random.key(5)), x, y
+    epoch = loop.make_train_epoch(loss, optimizer, batch_size)
+    return epoch, loop.init_state(params, optimizer, jax.random.key(5)), x, y
 
 
 def test_epoch_indices_cover_every_example_with_equal_batches():
-    idx = train.epoch_indices(jax.random.key(0), 50, 16)
+    idx = loop.epoch_indices(jax.random.key(0), 50, 16)
     assert idx.shape == (4, 16)
     assert set(np.asarray(idx).ravel().tolist()) == set(range(50))
     with pytest.raises(ValueError, match="batch_size=60 must lie in"):
-        train.epoch_indices(jax.random.key(0), 50, 60)
+        loop.epoch_indices(jax.random.key(0), 50, 60)
 
 
 def test_epochs_compile_once_and_lower_the_loss():
@@ -106,9 +106,9 @@ def test_checkpoint_refuses_other_runs_and_junk(tmp_path):
 def test_evaluate_ignores_padding_rows():
     params, x, _ = make_problem([5, 8, 3], 7, "cross_entropy", "float32")
     y = jnp.array([0, 1, 2, 0, 1, 2, 0])
-    evaluate = train.make_evaluate(jaxnet.mlp_network([5, 8, 3]), "cross_entropy")
-    loss, acc = evaluate(params, {}, *train.pad_rows(x, y, 1))
-    padded = train.pad_rows(np.asarray(x), np.asarray(y), 4)
+    evaluate = loop.make_evaluate(jaxnet.mlp_network([5, 8, 3]), "cross_entropy")
+    loss, acc = evaluate(params, {}, *loop.pad_rows(x, y, 1))
+    padded = loop.pad_rows(np.asarray(x), np.asarray(y), 4)
     assert len(padded[0]) == 8 and padded[2].sum() == 7
     loss8, acc8 = evaluate(params, {}, *padded)
     np.testing.assert_allclose([loss8, acc8], [loss, acc], rtol=1e-6)
@@ -116,9 +116,9 @@ def test_evaluate_ignores_padding_rows():
     np.testing.assert_allclose(loss, want, rtol=1e-5)
 
 
-@pytest.mark.parametrize("schedule", train.SCHEDULES)
+@pytest.mark.parametrize("schedule", loop.SCHEDULES)
 def test_schedules_peak_at_the_learning_rate(schedule):
-    lr = train.make_schedule(schedule, 0.1, 100)
+    lr = loop.make_schedule(schedule, 0.1, 100)
     assert max(float(lr(t)) for t in range(100)) == pytest.approx(0.1, rel=1e-6)
     if schedule != "constant":
         assert float(lr(100)) == pytest.approx(0.0, abs=1e-9)
@@ -128,7 +128,7 @@ def test_weight_decay_is_decoupled_or_l2():
     params = {"w": jnp.ones(3)}
     zero = {"w": jnp.zeros(3)}
     for name in ("adamw", "sgd"):
-        opt = train.make_training_optimizer(name, 0.1, "constant", 10, weight_decay=0.5)
+        opt = loop.make_training_optimizer(name, 0.1, "constant", 10, weight_decay=0.5)
         updates, _ = opt.update(zero, opt.init(params), params)
         assert (updates["w"] < 0).all(), name  # decay pulls weights toward zero
 
@@ -137,13 +137,13 @@ def test_augment_runs_inside_the_epoch():
     params, x, _ = make_problem([5, 8, 3], 32, "cross_entropy", "float32")
     y = jnp.zeros(32, jnp.int32)
     loss = functools.partial(jaxnet.mlp_loss, loss="cross_entropy")
-    blank = train.make_train_epoch(loss, optax.sgd(0.1), 8, augment=lambda key, xb: 0 * xb)
-    state, _ = blank(train.init_state(params, optax.sgd(0.1), jax.random.key(0)), x, y)
+    blank = loop.make_train_epoch(loss, optax.sgd(0.1), 8, augment=lambda key, xb: 0 * xb)
+    state, _ = blank(loop.init_state(params, optax.sgd(0.1), jax.random.key(0)), x, y)
     np.testing.assert_array_equal(state.params[0]["w"], params[0]["w"])  # dL/dw0 = x^T g = 0
 
 
 def test_random_flip_mirrors_about_half():
-    from jaxnet import data
+    from jaxnet.training import data
 
     x = jnp.arange(400 * 784, dtype=jnp.float32).reshape(400, 784)
     flipped = data.random_flip(jax.random.key(0), x)
@@ -153,23 +153,23 @@ def test_random_flip_mirrors_about_half():
 
 
 def test_a_diverging_epoch_stops_updating_at_the_first_nonfinite_step():
-    sgd = train.make_training_optimizer("sgd", 1e6, "constant", 40)
+    sgd = loop.make_training_optimizer("sgd", 1e6, "constant", 40)
     epoch, before, x, y = _epoch_problem(n=64, batch_size=8, optimizer=sgd)
     after, losses = epoch(before, x, y)
-    bad = train.first_nonfinite(before, after, losses)
+    bad = loop.first_nonfinite(before, after, losses)
     assert bad is not None and 0 < bad < len(losses)
     assert np.isfinite(losses[:bad]).all() and int(after.step) == bad
     leaves = jax.tree_util.tree_leaves((after.params, after.opt_state))
     assert all(np.isfinite(leaf).all() for leaf in leaves)  # the last finite state, kept
-    gentle = train.make_training_optimizer("sgd", 1e-3, "constant", 40)
+    gentle = loop.make_training_optimizer("sgd", 1e-3, "constant", 40)
     fine, fine_losses = _epoch_problem(n=64, batch_size=8, optimizer=gentle)[0](before, x, y)
-    assert train.first_nonfinite(before, fine, fine_losses) is None  # the check can say "fine"
+    assert loop.first_nonfinite(before, fine, fine_losses) is None  # the check can say "fine"
 
 
 def test_clip_grad_norm_bounds_the_update():
     params = {"w": jnp.zeros(4)}
     grads = {"w": jnp.full(4, 100.0)}  # global norm 200
     for clip, want in ((0.0, 200.0), (1.0, 1.0)):
-        opt = train.make_training_optimizer("sgd", 1.0, "constant", 10, clip_grad_norm=clip)
+        opt = loop.make_training_optimizer("sgd", 1.0, "constant", 10, clip_grad_norm=clip)
         updates, _ = opt.update(grads, opt.init(params), params)
         assert float(optax.tree.norm(updates)) == pytest.approx(want, rel=1e-6)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxnet import checkpoint, data
+from jaxnet.training import checkpoint, data
 
 ROOT = Path(__file__).resolve().parents[1]
 

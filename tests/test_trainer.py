@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxnet import checkpoint, trainer
+from jaxnet.training import checkpoint
+from jaxnet.training import job as trainer  # the main job; `job` names a built one below
 
 SMALL = dict(epochs=4, hidden=(32,), batch_size=100)  # 1438 examples: a partial last batch
 

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnet.files import atomic_writer
+from jaxnet.training.files import atomic_writer
 
 try:  # the functions numpy's arrays pickle themselves with, named numpy._core since numpy 2
     from numpy._core.multiarray import _reconstruct

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnet import layers, losses, parallel
+from jaxnet import layers, losses
 from jaxnet.layers import Layer
+from jaxnet.training import parallel
 from jaxnet.typing import Array, Params, PyTree
 
 _COMMON_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "lamb", "lion", "nadam")
@@ -193,7 +194,7 @@ def make_train_epoch(
         net_state), e.g. a partial of `network_loss`, with a fresh key each step (dropout).
       optimizer: an optax gradient transformation.
       batch_size: the global batch size.
-      mesh: a `jaxnet.parallel` mesh; each batch is sharded along its "data" axis, and
+      mesh: a `jaxnet.training.parallel` mesh; each batch is sharded along its "data" axis, and
         state and data are replicated (so batch statistics are those of the global batch).
         Default: all devices.
       augment: (key, x_batch) -> x_batch, applied to each batch inside the scan.

@@ -1,4 +1,4 @@
-"""Checkpoints: a `train.TrainState` and a small JSON record in one .npz, written atomically.
+"""Checkpoints: a `loop.TrainState` and a small JSON record in one .npz, written atomically.
 
 `save` writes a temporary file beside the target, then renames it, so a stopped run leaves
 the previous checkpoint or the new one, never half of one. With `keep=2` the checkpoint it
@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxnet import files, train
+from jaxnet.training import files, loop
 
 _META = "meta_json"
 WRITE_DELAY_ENV = "JAXNET_CHECKPOINT_WRITE_DELAY"
@@ -34,7 +34,7 @@ class CheckpointError(ValueError):
     """A checkpoint is unreadable, does not fit the run restoring it, or is not finite."""
 
 
-def _flat(state: train.TrainState) -> list[np.ndarray]:
+def _flat(state: loop.TrainState) -> list[np.ndarray]:
     return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(jax.device_get(state))]
 
 
@@ -44,7 +44,7 @@ def rotated_paths(path: str | os.PathLike, keep: int) -> list[Path]:
     return [path] + [path.with_name(f"{path.stem}.{i}{path.suffix}") for i in range(1, keep)]
 
 
-def _nonfinite_leaves(state: train.TrainState) -> list[str]:
+def _nonfinite_leaves(state: loop.TrainState) -> list[str]:
     named = jax.tree_util.tree_leaves_with_path(
         {"params": state.params, "opt_state": state.opt_state, "net_state": state.net_state}
     )
@@ -57,7 +57,7 @@ def _nonfinite_leaves(state: train.TrainState) -> list[str]:
 
 def save(
     path: str | os.PathLike,
-    state: train.TrainState,
+    state: loop.TrainState,
     meta: dict[str, Any],
     *,
     keep: int = 1,
@@ -126,7 +126,7 @@ def read_meta(path: str | os.PathLike) -> dict:
     return _read(path)[1]
 
 
-def restore(path: str | os.PathLike, template: train.TrainState) -> tuple[train.TrainState, dict]:
+def restore(path: str | os.PathLike, template: loop.TrainState) -> tuple[loop.TrainState, dict]:
     """(state, meta) read from path, shaped like template (a fresh state of the same run).
 
     Raises:
@@ -136,7 +136,7 @@ def restore(path: str | os.PathLike, template: train.TrainState) -> tuple[train.
     return _fit(path, *_read(path), template)
 
 
-def _fit(path, leaves: list[np.ndarray], meta: dict, template: train.TrainState):
+def _fit(path, leaves: list[np.ndarray], meta: dict, template: loop.TrainState):
     want, treedef = jax.tree_util.tree_flatten(template)
     got = [(a.shape, a.dtype) for a in leaves]
     expected = [(np.shape(a), np.asarray(a).dtype) for a in want]
@@ -151,10 +151,10 @@ def _fit(path, leaves: list[np.ndarray], meta: dict, template: train.TrainState)
 
 def restore_newest(
     path: str | os.PathLike,
-    template: train.TrainState,
+    template: loop.TrainState,
     keep: int = 2,
     check: Callable[[dict, Path], None] | None = None,
-) -> tuple[train.TrainState, dict, Path, list[str]]:
+) -> tuple[loop.TrainState, dict, Path, list[str]]:
     """(state, meta, the file read, why each newer one was skipped): the newest readable one.
 
     Tries path, then `<stem>.1.npz` and so on (see `save`), skipping absent and unreadable

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnet import initializers, layers, network, train
+from jaxnet import initializers, layers, network
+from jaxnet.training import loop
 from jaxnet.typing import Array, ArrayLike, PyTree
 
 BATCH_NORM = 3  # the index of batch_norm in the network; the layers before it are the trunk
@@ -52,7 +53,7 @@ def model(*, vocab: int, embedding_dim: int, hidden: int) -> Model:
 
 
 def from_lecture(params: dict[str, Array]) -> list[dict[str, Array]]:
-    """`jaxnet.ninja`'s parameter dict as the params list of `model(...).net`."""
+    """`jaxnet.lessons.ninja`'s parameter dict as the params list of `model(...).net`."""
     return [
         {"table": params["C"]},
         {},
@@ -96,14 +97,14 @@ def make_train_chunk(
 def _blocks(x: np.ndarray, y: np.ndarray, block: int):
     """(x, y, weights) in blocks of `block` rows, the last one padded with weight 0: every
     block has one shape, so each jitted block function compiles once."""
-    x, y, weights = train.pad_rows(x, y, block)
+    x, y, weights = loop.pad_rows(x, y, block)
     for i in range(0, len(x), block):
         yield x[i : i + block], y[i : i + block], weights[i : i + block]
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _loss_sum(net, params, state, x, y, weights):
-    values, _ = train.example_losses(net, params, state, x, y, "cross_entropy")
+    values, _ = loop.example_losses(net, params, state, x, y, "cross_entropy")
     return jnp.sum(values * weights)
 
 
@@ -139,5 +140,5 @@ def calibrate(
 
 
 def logits_fn(net: layers.Layer, params: PyTree, state: PyTree) -> Callable[[Array], Array]:
-    """contexts [n, block] -> logits [n, vocab] in eval mode, for `jaxnet.names.sample`."""
+    """contexts [n, block] -> logits [n, vocab] in eval mode, for `jaxnet.lessons.names.sample`."""
     return lambda contexts: layers.apply(net, params, state, contexts)[0]

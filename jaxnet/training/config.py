@@ -9,7 +9,8 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from jaxnet import _checks, data, initializers, layers, network, train
+from jaxnet import _checks, initializers, layers, network
+from jaxnet.training import data, loop
 
 # The best settings we know for each dataset; `Config.for_dataset` starts from these.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -123,7 +124,7 @@ def _problems(config: Config) -> Iterator[str]:
         _choice(config, "dataset", data.DATASETS),
         _choice(config, "loss", ("cross_entropy", "mse")),
         _choice(config, "init", initializers.INITIALIZERS),
-        _choice(config, "schedule", train.SCHEDULES),
+        _choice(config, "schedule", loop.SCHEDULES),
         _choice(config, "augment", ("none", "flip")),
         _choice(config, "grad", network.GRADS),
         _choice(config, "activation", ACTIVATIONS), _choice(config, "norm", NORMS),
@@ -136,4 +137,4 @@ def _problems(config: Config) -> Iterator[str]:
         yield f"--dropout={config.dropout} must lie in [0, 1)."
     if not config.hidden or min(config.hidden) < 1:
         yield f"--hidden={list(config.hidden)} must list positive widths, e.g. 256,128."
-    train.make_optimizer(config.optimizer, 1e-3)  # raises, naming the nearest optimizers
+    loop.make_optimizer(config.optimizer, 1e-3)  # raises, naming the nearest optimizers

@@ -3,9 +3,9 @@ r"""Speed and memory of the hand-derived VJPs against autodiff, the GEMM floor a
 Everything runs in one process, interleaved (A B A B ...), with block_until_ready; warm-up
 and compilation are not timed, and each figure is a median of --repeats runs.
 
-  python -m experiments.benchmark                              # every section
-  python -m experiments.benchmark --sections=step,memory --repeats=20
-  python -m experiments.benchmark --output_dir=benchmarks/results
+  python -m benchmarks.benchmark                              # every section
+  python -m benchmarks.benchmark --sections=step,memory --repeats=20
+  python -m benchmarks.benchmark --output_dir=benchmarks/results
 
 Sections: step (one gradient step per mode against plain autodiff and the GEMM floor),
 torch (PyTorch eager, when importable), lesson (lesson 001's 500-step run), epoch (a
@@ -14,10 +14,10 @@ residuals and compiled temporary bytes), profile (jax.profiler time by kind of o
 epoch and the batch-4096 step, with their HLO in --output_dir/profile/), devices
 (train_mlp on 1/2/4/8 simulated devices), layers (three networks of jaxnet.layers against
 the same networks written in plain jax.numpy: paired timing, residuals, kernels; see
-experiments/layer_bench.py).
+benchmarks/layer_bench.py).
 
 The autodiff baseline ("plain") is the network as a user would write it in jax.numpy
-(experiments/plain.py), differentiated by jax.grad; jaxnet's own grad="autodiff", which
+(benchmarks/plain.py), differentiated by jax.grad; jaxnet's own grad="autodiff", which
 goes through its checks, is a row of its own ("jaxnet_autodiff").
 
 A run of some sections keeps the other sections' results already in --output_dir: it
@@ -44,9 +44,11 @@ from absl import app, flags
 from jax._src.ad_checkpoint import saved_residuals
 
 import jaxnet
-from experiments import common, layer_bench, plain
-from jaxnet import data, files, profiling, train
+from benchmarks import layer_bench, plain
+from experiments import common
+from jaxnet import profiling
 from jaxnet.timing import interleaved_medians
+from jaxnet.training import data, files, loop
 
 SECTIONS = ("step", "torch", "lesson", "epoch", "profile", "memory", "devices", "layers")
 _SECTIONS = flags.DEFINE_list("sections", list(SECTIONS), f"Which of {list(SECTIONS)} to run.")
@@ -261,9 +263,7 @@ def section_lesson(repeats):
     params = [{"w": layer["w"]} for layer in params]
     y = jax.random.normal(jax.random.key(9), (64, 10))
     loss_and_grad = functools.partial(jaxnet.forward_and_backward, loss="sum_squares")
-    run = jax.jit(
-        lambda p: train.fit_full_batch(loss_and_grad, p, (x, y), train.hand_sgd(1e-6), 500)
-    )
+    run = jax.jit(lambda p: loop.fit_full_batch(loss_and_grad, p, (x, y), loop.hand_sgd(1e-6), 500))
     calls = {"jaxnet_scan": lambda: run(params), "numpy_float64": lambda: numpy_lesson(np.float64),
              "numpy_float32": lambda: numpy_lesson(np.float32)}  # fmt: skip
     torch = _torch()
@@ -290,7 +290,7 @@ def _fashion_sized():
 
 def epoch_floor(sizes, batch_size, n):
     """A jitted scan of just the epoch's matrix products, batch by batch."""
-    batches = train.batches_per_epoch(n, batch_size)
+    batches = loop.batches_per_epoch(n, batch_size)
 
     def run(params, x):
         g = jnp.ones((batch_size, sizes[-1]))
@@ -340,12 +340,12 @@ def epoch_calls(sizes=EPOCH_SIZES, batch_size=EPOCH_BATCH):
     """
     x, y, source = _fashion_sized()
     params = jaxnet.init_mlp(jax.random.key(0), sizes)
-    steps = train.batches_per_epoch(len(x), batch_size)
-    opt = train.make_training_optimizer("adamw", 1e-3, "cosine", 24 * steps, 0.05)
+    steps = loop.batches_per_epoch(len(x), batch_size)
+    opt = loop.make_training_optimizer("adamw", 1e-3, "cosine", 24 * steps, 0.05)
     loss = functools.partial(jaxnet.mlp_loss, loss="cross_entropy", grad="fused",
                              label_smoothing=0.1)  # fmt: skip
-    epoch = train.make_train_epoch(loss, opt, batch_size, augment=data.random_flip)
-    state = train.init_state(params, opt, jax.random.key(1))
+    epoch = loop.make_train_epoch(loss, opt, batch_size, augment=data.random_flip)
+    state = loop.init_state(params, opt, jax.random.key(1))
     xd, yd = jax.device_put(x), jax.device_put(y)
     floor = epoch_floor(sizes, batch_size, len(x))
     return source, {
@@ -535,7 +535,7 @@ def report(results) -> str:
 
 
 def _command() -> str:
-    return "python -m experiments.benchmark " + " ".join(sys.argv[1:])
+    return "python -m benchmarks.benchmark " + " ".join(sys.argv[1:])
 
 
 def merge(path: Path, results: dict, sections, command: str) -> dict:
@@ -558,7 +558,7 @@ def merge(path: Path, results: dict, sections, command: str) -> dict:
 
 def markdown(results: dict) -> str:
     """benchmark.md: where each section comes from, then every table."""
-    lines = ["# jaxnet benchmark (`python -m experiments.benchmark`)", ""]
+    lines = ["# jaxnet benchmark (`python -m benchmarks.benchmark`)", ""]
     for name in SECTIONS:
         if name in results.get("runs", {}):
             run = results["runs"][name]

@@ -5,8 +5,8 @@ function and arguments, in one process: a layernorm and a GELU from jaxnet.layer
 hand VJP as one custom_vjp, in float32. Then a hypothesis test over --hypothesis_shapes
 shapes of the layernorm, as a user writes it with jaxnet.testing.
 
-  python -m experiments.gradcheck_speed
-  python -m experiments.gradcheck_speed --shapes=3 --hypothesis_shapes=20 \
+  python -m benchmarks.gradcheck_speed
+  python -m benchmarks.gradcheck_speed --shapes=3 --hypothesis_shapes=20 \
       --output_dir=benchmarks/results
 """
 
@@ -20,10 +20,11 @@ from hypothesis import assume, given, settings
 from jax.test_util import check_grads
 
 from experiments import common
-from jaxnet import files, gradcheck, testing
+from jaxnet import gradcheck, testing
 from jaxnet import layers as L
 from jaxnet.gradcheck import _layer as layer_check
 from jaxnet.gradcheck._report import table
+from jaxnet.training import files
 
 _SHAPES = flags.DEFINE_integer("shapes", 3, "New shapes per layer and order.", lower_bound=1)
 _HYPOTHESIS_SHAPES = flags.DEFINE_integer("hypothesis_shapes", 20, "Hypothesis examples.")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxnet import names
+from jaxnet.lessons import names
 
 
 def counts(words: Sequence[str]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The benchmark's `layers` section: three networks built from `jaxnet.layers`, each gradient
 step timed against the same network written by hand in jax.numpy and differentiated by
-`jax.grad` (experiments/plain.py).
+`jax.grad` (benchmarks/plain.py).
 
 Per network, five jitted `value_and_grad` programs on the same arrays: "fused", "ops" and
 "jaxnet_autodiff" (`network_loss(grad=...)`), "plain" (jax.grad of the hand-written
@@ -12,7 +12,7 @@ compiled program's kernels by kind (`jaxnet.profiling.kernel_counts`), among the
 "large passes" that read or write a whole batch x hidden array, and whether its
 matrix products are exactly the plain program's (`jaxnet.profiling.dot_signatures`).
 
-This module holds no flags, so tests import it; experiments/benchmark.py runs it.
+This module holds no flags, so tests import it; benchmarks/benchmark.py runs it.
 """
 
 import statistics
@@ -23,7 +23,7 @@ import numpy as np
 from jax._src.ad_checkpoint import saved_residuals
 
 import jaxnet
-from experiments import plain
+from benchmarks import plain
 from jaxnet import layers, profiling, timing
 
 ARCHITECTURES = ("relu_mlp", "bn_tanh", "ln_gelu")

@@ -1,6 +1,6 @@
 """The main training job as a function: `train_and_evaluate(config, workdir) -> summary`.
 
-The flax examples' shape: a frozen, validated `Config` (`jaxnet.run_config`) in, a summary
+The flax examples' shape: a frozen, validated `Config` (`jaxnet.training.config`) in, a summary
 out, every file in `workdir`: metrics.jsonl (one record per epoch), summary.json, and
 checkpoint.npz (the newest) with checkpoint.1.npz (the one before). Progress lines go to
 `log`; nothing is printed. A non-finite training loss stops the run (`Diverged`), and
@@ -18,7 +18,9 @@ import jax
 import numpy as np
 
 import jaxnet
-from jaxnet import _signals, checkpoint, data, files, gradcheck, layers, parallel, run_config, train
+from jaxnet import gradcheck, layers
+from jaxnet.training import _signals, checkpoint, data, files, loop, parallel
+from jaxnet.training import config as run_config
 
 _CHECKPOINT = "checkpoint.npz"
 _KEEP = 2  # checkpoints kept: the newest and the one before
@@ -28,7 +30,7 @@ Config = run_config.Config  # the run's settings, defined with their defaults in
 class Diverged(RuntimeError):
     """The training loss (or gradient norm) became non-finite; `.state` is the last finite."""
 
-    def __init__(self, message: str, state: train.TrainState):
+    def __init__(self, message: str, state: loop.TrainState):
         super().__init__(message)
         self.state = state
 
@@ -118,39 +120,39 @@ def _objective(config: Config, net: layers.Layer) -> Callable:
 def _epoch(config: Config, objective: Callable, optimizer, mesh):
     augment = data.random_flip if config.augment == "flip" else None
     loss = lambda p, s, x, y, key: objective(p, s, x, y, key, config.grad)  # noqa: E731
-    return train.make_train_epoch(loss, optimizer, config.batch_size, mesh, augment,
+    return loop.make_train_epoch(loss, optimizer, config.batch_size, mesh, augment,
                                   stateful=True)  # fmt: skip
 
 
 def _optimizer(config: Config, n_train: int):
-    steps = train.batches_per_epoch(n_train, config.batch_size) * config.epochs
-    return train.make_training_optimizer(
+    steps = loop.batches_per_epoch(n_train, config.batch_size) * config.epochs
+    return loop.make_training_optimizer(
         config.optimizer, config.learning_rate, config.schedule, steps, config.weight_decay,
         config.clip_grad_norm,
     )  # fmt: skip
 
 
-def build(config: Config, prepared: _Prepared, mesh) -> tuple[_Job, train.TrainState]:
+def build(config: Config, prepared: _Prepared, mesh) -> tuple[_Job, loop.TrainState]:
     """The job and its fresh state (on the host), from the config's seed."""
     a = prepared.arrays
     optimizer = _optimizer(config, len(a["x_train"]))
     net = network(config, prepared.sizes)
     objective = _objective(config, net)
     eval_sets = {
-        name: parallel.put(train.pad_rows(a[f"x_{name}"], a[f"y_{name}"], mesh.size),
+        name: parallel.put(loop.pad_rows(a[f"x_{name}"], a[f"y_{name}"], mesh.size),
                            parallel.sharded_batch(mesh))
         for name in ("test", "valid") if len(a[f"x_{name}"])
     }  # fmt: skip
     train_xy = parallel.put((a["x_train"], a["y_train"]), parallel.replicated(mesh))
     job = _Job(net, objective, _epoch(config, objective, optimizer, mesh),
-              train.make_evaluate(net, config.loss, mesh), train_xy, eval_sets, mesh,
+              loop.make_evaluate(net, config.loss, mesh), train_xy, eval_sets, mesh,
               len(a["x_train"]))  # fmt: skip
     init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
     _, params, net_state = layers.init(net, init_key, (1, prepared.sizes[0]))
-    return job, jax.device_get(train.init_state(params, optimizer, shuffle_key, net_state))
+    return job, jax.device_get(loop.init_state(params, optimizer, shuffle_key, net_state))
 
 
-def gradient_check(config: Config, job: _Job, state: train.TrainState, x, y) -> tuple[str, bool]:
+def gradient_check(config: Config, job: _Job, state: loop.TrainState, x, y) -> tuple[str, bool]:
     """(one line, ok): the hand VJP against jax.grad of plain jax.numpy on one batch, in
     train mode (batch statistics; one dropout mask for both)."""
     hand = "fused" if config.grad == "autodiff" else config.grad
@@ -173,7 +175,7 @@ def gradient_check(config: Config, job: _Job, state: train.TrainState, x, y) -> 
 
 
 def _diverged(config, epoch: int, before, after, losses, saved: str) -> Diverged | None:
-    bad = train.first_nonfinite(before, after, losses)
+    bad = loop.first_nonfinite(before, after, losses)
     if bad is None:
         return None
     what = "loss" if not np.isfinite(losses[bad]) else "gradient norm (loss finite)"
@@ -322,8 +324,8 @@ def train_and_evaluate(
     records = read_metrics(workdir, done) if done else []
     # From here a signal waits for the epoch under way (before, there is nothing to save).
     with _signals.deferred_stop_signals() as received:
-        loop = _Loop(config, job, workdir, log, received, done)
-        records = loop.run(state, records, lambda: wall_before + time.perf_counter() - start)
+        runner = _Loop(config, job, workdir, log, received, done)
+        records = runner.run(state, records, lambda: wall_before + time.perf_counter() - start)
     if records is None:
         return None
     summary = _summary(config, job, prepared.sizes, records,
