@@ -31,6 +31,28 @@ def public_modules() -> list[str]:
 
 
 PUBLIC = {
+    "jaxnet.layers.activations": ["gelu", "general_relu", "leaky_relu", "relu", "tanh"],
+    "jaxnet.layers.core": [
+        "Layer",
+        "LayerError",
+        "apply",
+        "check_fits",
+        "check_float",
+        "combinator",
+        "elementwise",
+        "init",
+        "plain",
+        "require_layer",
+        "residual",
+        "run",
+        "serial",
+        "stateless_init",
+    ],
+    "jaxnet.layers.dense": ["dense"],
+    "jaxnet.layers.embedding": ["embedding", "flatten"],
+    "jaxnet.layers.norms": ["batch_norm", "layer_norm"],
+    "jaxnet.layers.stochastic": ["bernoulli_gate", "dropout"],
+    "jaxnet.vjp": ["from_rules", "layer", "loss", "network_loss"],
     "jaxnet": [
         "forward_and_backward",
         "gradcheck",
@@ -41,6 +63,7 @@ PUBLIC = {
         "mlp",
         "mlp_loss",
         "mlp_network",
+        "network_fn",
         "network_loss",
         "ops",
         "reference",
@@ -191,7 +214,15 @@ PUBLIC = {
         "split",
         "windows",
     ],
-    "jaxnet.network": ["GRADS", "apply_ops", "leaf_op", "network_loss"],
+    "jaxnet.network": [
+        "GRADS",
+        "apply_ops",
+        "check_call",
+        "check_params",
+        "leaf_op",
+        "network_fn",
+        "network_loss",
+    ],
     "jaxnet.lessons.ninja": [
         "EPS",
         "INTERMEDIATES",
