@@ -17,7 +17,7 @@ the same networks written in plain jax.numpy: paired timing, residuals, kernels;
 benchmarks/layer_bench.py).
 
 The autodiff baseline ("plain") is the network as a user would write it in jax.numpy
-(benchmarks/plain.py), differentiated by jax.grad; jaxnet's own grad="autodiff", which
+(jaxnet.lessons.reference), differentiated by jax.grad; jaxnet's own grad="autodiff", which
 goes through its checks, is a row of its own ("jaxnet_autodiff").
 
 A run of some sections keeps the other sections' results already in --output_dir: it
@@ -44,9 +44,10 @@ from absl import app, flags
 from jax._src.ad_checkpoint import saved_residuals
 
 import jaxnet
-from benchmarks import layer_bench, plain
+from benchmarks import layer_bench
 from experiments import common
 from jaxnet import profiling
+from jaxnet.lessons import reference
 from jaxnet.timing import interleaved_medians
 from jaxnet.training import data, files, loop
 
@@ -114,7 +115,7 @@ def step_functions(sizes, batch, loss):
     params, x, y = problem(sizes, batch, loss)
     grad = {m: jax.jit(jax.grad(functools.partial(jaxnet.mlp_loss, loss=loss, grad=g)))
             for m, g in MLP_GRADS.items()}  # fmt: skip
-    grad["plain"] = jax.jit(jax.grad(functools.partial(plain.mlp_loss, loss=loss)))
+    grad["plain"] = jax.jit(jax.grad(functools.partial(reference.mlp_loss, loss=loss)))
     grad = {m: grad[m] for m in MODES if m in grad}  # fused and plain run back to back
     fb = jax.jit(functools.partial(jaxnet.forward_and_backward, loss=loss))
     floor = jax.jit(gemm_floor)
@@ -412,7 +413,7 @@ def section_memory():
             row = dict(sizes=sizes, batch=batch, loss=loss)
             losses = {m: functools.partial(jaxnet.mlp_loss, loss=loss, grad=g)
                       for m, g in MLP_GRADS.items()}  # fmt: skip
-            losses["plain"] = functools.partial(plain.mlp_loss, loss=loss)
+            losses["plain"] = functools.partial(reference.mlp_loss, loss=loss)
             for mode, f in losses.items():
                 saved = saved_residuals(f, params, x, y)
                 row[f"{mode}_residual_bytes"] = _bytes(

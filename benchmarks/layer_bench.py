@@ -1,6 +1,6 @@
 """The benchmark's `layers` section: three networks built from `jaxnet.layers`, each gradient
 step timed against the same network written by hand in jax.numpy and differentiated by
-`jax.grad` (benchmarks/plain.py).
+`jax.grad` (jaxnet.lessons.reference).
 
 Per network, five jitted `value_and_grad` programs on the same arrays: "fused", "ops" and
 "jaxnet_autodiff" (`network_loss(grad=...)`), "plain" (jax.grad of the hand-written
@@ -23,8 +23,8 @@ import numpy as np
 from jax._src.ad_checkpoint import saved_residuals
 
 import jaxnet
-from benchmarks import plain
 from jaxnet import layers, profiling, timing
+from jaxnet.lessons import reference
 
 ARCHITECTURES = ("relu_mlp", "bn_tanh", "ln_gelu")
 DEFAULT_HIDDEN = {"relu_mlp": (800, 800), "bn_tanh": (512, 512), "ln_gelu": (512, 512)}
@@ -45,8 +45,8 @@ def network(arch: str, hidden) -> tuple[layers.Layer, object]:
         "ln_gelu": lambda n: (layers.dense(n), layers.layer_norm(), layers.gelu()),
     }[arch]
     net = layers.serial(*[layer for n in hidden for layer in block(n)], layers.dense(CLASSES))
-    loss = {"relu_mlp": plain.relu_net_loss, "bn_tanh": plain.bn_tanh_net_loss,
-            "ln_gelu": plain.ln_gelu_net_loss}[arch]  # fmt: skip
+    loss = {"relu_mlp": reference.relu_net_loss, "bn_tanh": reference.bn_tanh_net_loss,
+            "ln_gelu": reference.ln_gelu_net_loss}[arch]  # fmt: skip
     return net, loss
 
 

@@ -10,13 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import chex
 import jax
 import numpy as np
 import pytest
 
 import jaxnet
-from jaxnet import initializers
+from jaxnet import gradcheck, initializers
 from jaxnet.lessons import matmul
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +195,7 @@ def test_layers_section_refuses_a_plain_network_that_computes_something_else():
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_the_plain_mlp_is_the_network_jaxnet_computes(loss):
-    from benchmarks import plain  # the step and memory sections' baseline
+    from jaxnet.lessons import reference as plain  # the benchmark's baseline
 
     keys = jax.random.split(jax.random.key(0), 3)
     params = jaxnet.init_mlp(keys[0], [6, 5, 3])
@@ -205,7 +204,7 @@ def test_the_plain_mlp_is_the_network_jaxnet_computes(loss):
          else jax.random.normal(keys[2], (4, 3)))  # fmt: skip
     got = jax.value_and_grad(plain.mlp_loss)(params, x, y, loss=loss)
     want = jax.value_and_grad(jaxnet.mlp_loss)(params, x, y, loss=loss)
-    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+    gradcheck.assert_close(got, want)
     if loss == "mse":  # the comparison tells a different loss apart
         assert not np.allclose(got[0], jaxnet.mlp_loss(params, x, y, loss="sum_squares"))
 

@@ -1,4 +1,5 @@
-"""The same functions as `jaxnet.ops` and `jaxnet.mlp`, in plain jax.numpy.
+"""The same functions as `jaxnet.ops`, `jaxnet.mlp` and the benchmark's networks, in plain
+jax.numpy: the one plain-JAX reference.
 
 Nothing here has a custom VJP: `jax.grad` differentiates it, and the tests hold the hand
 derivations against it. Keep it obvious rather than fast.
@@ -68,3 +69,43 @@ def mlp_loss(
     if loss == "cross_entropy":
         return softmax_cross_entropy(mlp(params, x), y, label_smoothing=label_smoothing)
     return LOSSES[loss](mlp(params, x), y)
+
+
+# ------------------------------------------------- the layers benchmark's networks, by hand
+
+EPS = 1e-5  # jaxnet.layers' default for batch_norm and layer_norm
+MOMENTUM = 0.1  # batch_norm's default, torch's BatchNorm1d
+
+
+def relu_net_loss(params: Params, state, x: ArrayLike, y: ArrayLike):
+    """serial(dense, relu, dense, relu, ..., dense) with cross-entropy: (loss, state)."""
+    return mlp_loss(params[::2], x, y, loss="cross_entropy"), state
+
+
+def bn_tanh_net_loss(params: Params, state, x: ArrayLike, y: ArrayLike):
+    """serial(dense(no bias), batch_norm, tanh, ..., dense) in train mode, cross-entropy:
+    (loss, new running statistics), as torch's BatchNorm1d updates them."""
+    h, new_state, n = x, list(state), jnp.shape(x)[0]
+    for i in range(0, len(params) - 1, 3):
+        h = linear(h, params[i]["w"])
+        mean, var = jnp.mean(h, axis=0), jnp.var(h, axis=0)
+        bn = params[i + 1]
+        h = jnp.tanh((h - mean) / jnp.sqrt(var + EPS) * bn["scale"] + bn["bias"])
+        running = state[i + 1]
+        new_state[i + 1] = {
+            "mean": (1 - MOMENTUM) * running["mean"] + MOMENTUM * mean,
+            "var": (1 - MOMENTUM) * running["var"] + MOMENTUM * var * (n / (n - 1)),
+        }
+    logits = linear(h, params[-1]["w"], params[-1]["b"])
+    return softmax_cross_entropy(logits, y), jax.lax.stop_gradient(new_state)
+
+
+def ln_gelu_net_loss(params: Params, state, x: ArrayLike, y: ArrayLike):
+    """serial(dense, layer_norm, gelu, ..., dense) with cross-entropy: (loss, state)."""
+    h = x
+    for i in range(0, len(params) - 1, 3):
+        h = linear(h, params[i]["w"], params[i]["b"])
+        mean, var = jnp.mean(h, axis=-1, keepdims=True), jnp.var(h, axis=-1, keepdims=True)
+        ln = params[i + 1]
+        h = jax.nn.gelu((h - mean) / jnp.sqrt(var + EPS) * ln["scale"] + ln["bias"])
+    return softmax_cross_entropy(linear(h, params[-1]["w"], params[-1]["b"]), y), state
