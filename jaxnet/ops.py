@@ -120,32 +120,25 @@ relu.defvjp(_relu_fwd, _relu_bwd)
 # The rules live in `jaxnet.losses`; each op here is one custom_vjp made from them.
 
 
+def _regression(rule: losses.Loss, pred: ArrayLike, target: ArrayLike) -> Array:
+    _checks.check_regression_target(jnp.shape(pred), target, jnp.result_type(pred), rule.name)
+    return losses.as_op(rule)(pred, target)
+
+
 def mse(pred: ArrayLike, target: ArrayLike) -> Array:
     """Mean squared error: mean((pred - target)^2), as lesson 003's `mse`.
 
-    Args:
-      pred: predictions, shaped like target, or [n, 1] for a target [n].
-      target: float targets of pred's dtype.
-
-    Returns:
-      A scalar.
+    pred is shaped like the float target, or [n, 1] for a target [n]; returns a scalar.
     """
-    _checks.check_regression_target(jnp.shape(pred), target, jnp.result_type(pred), "mse")
-    return losses.as_op(losses.mse())(pred, target)
+    return _regression(losses.mse(), pred, target)
 
 
 def sum_squares(pred: ArrayLike, target: ArrayLike) -> Array:
     """Sum of squared errors: the PyTorch tutorial's `(y_pred - y).pow(2).sum()`.
 
-    Args:
-      pred: predictions, shaped like target, or [n, 1] for a target [n].
-      target: float targets of pred's dtype.
-
-    Returns:
-      A scalar.
+    pred is shaped like the float target, or [n, 1] for a target [n]; returns a scalar.
     """
-    _checks.check_regression_target(jnp.shape(pred), target, jnp.result_type(pred), "sum_squares")
-    return losses.as_op(losses.sum_squares())(pred, target)
+    return _regression(losses.sum_squares(), pred, target)
 
 
 @jax.custom_vjp
