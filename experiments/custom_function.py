@@ -14,6 +14,7 @@ import math
 import jax
 import jax.numpy as jnp
 from absl import app, flags
+from jax.flatten_util import ravel_pytree
 
 import jaxnet
 from experiments import common
@@ -78,7 +79,9 @@ def my_relu_net(seed: int, steps: int) -> dict:
     x, y = jax.random.normal(keys[1], (64, 1000)), jax.random.normal(keys[2], (64, 10))
     got = jax.jit(jax.grad(two_layer_loss))(params, x, y)
     want = jax.grad(functools.partial(reference.mlp_loss, loss="sum_squares"))(params, x, y)
-    report = gradcheck.compare(got, want, rtol=1e-5, atol=1e-3)
+    # float32 tolerances scaled to each leaf: its gradients reach ~1e4, where rounding
+    # that depends on the processor's summation order exceeds any fixed atol
+    report = gradcheck.compare(got, want)
     loss_and_grad = jax.value_and_grad(two_layer_loss)
     _, losses = loop.fit_full_batch(loss_and_grad, params, (x, y), loop.hand_sgd(1e-6), steps)
     return dict(gradient_check=str(report), gradient_ok=report.ok,
@@ -110,9 +113,11 @@ def legendre_fit(steps: int, learning_rate: float) -> dict:
     y = jnp.sin(x)
     coeffs = {"a": 0.0, "b": -1.0, "c": 0.0, "d": 0.3}
     coeffs = jax.tree_util.tree_map(jnp.float32, coeffs)
-    # At the start dL/dc is 0 by symmetry; float32 sums over 2000 points leave ~1e-4.
-    got = jax.grad(legendre_loss)(coeffs, x, y)
-    report = gradcheck.compare(got, jax.grad(legendre_loss_plain)(coeffs, x, y), atol=1e-3)
+    # At the start dL/dc is 0 by symmetry; float32 sums over 2000 points leave ~1e-4 there,
+    # rounding at the scale of the largest coefficient's gradient (~7e3): compared as one
+    # vector [a, b, c, d], the tolerance scales with that.
+    got = ravel_pytree(jax.grad(legendre_loss)(coeffs, x, y))[0]
+    report = gradcheck.compare(got, ravel_pytree(jax.grad(legendre_loss_plain)(coeffs, x, y))[0])
     loss_and_grad = jax.value_and_grad(legendre_loss)
     sgd = loop.hand_sgd(learning_rate)
     final, losses = loop.fit_full_batch(loss_and_grad, coeffs, (x, y), sgd, steps)

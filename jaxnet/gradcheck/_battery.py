@@ -17,6 +17,7 @@ from jaxnet.gradcheck import _fd as fd
 from jaxnet.gradcheck import _gates as gates
 from jaxnet.gradcheck import _transforms as transforms
 from jaxnet.gradcheck import _trees as trees
+from jaxnet.gradcheck import tolerances
 
 ORACLES_2 = ("rev_over_rev", "fwd_over_rev")
 TRANSFORMS = transforms.TRANSFORMS
@@ -40,6 +41,7 @@ class Spec(NamedTuple):
     contract: bool = True
     finite_differences: bool = True
     fd_float64: bool = True  # False once a float64 region failed to lower (say, PRNG bits)
+    fd_step: float = tolerances.FD64_STEP  # of float64 differences, relative to x's scale
 
 
 class TraceFailure(Exception):
@@ -110,7 +112,9 @@ def _battery(f, reference, spec, notes, args, key):
         pairs.update(_contract(cots))
     if spec.finite_differences:
         v = trees.flat(trees.draw(next(keys), args))
-        values, native = fd.directional(f, args, trees.flat(u), v, float64=spec.fd_float64)
+        values, native = fd.directional(
+            f, args, trees.flat(u), v, float64=spec.fd_float64, step=spec.fd_step
+        )
         notes.fd_native = native or notes.fd_native
         pairs["finite_difference"] = (values, v)
     if spec.order >= 2 and reference is not None:

@@ -79,30 +79,37 @@ def check(
     Returns:
       The `Report`: `print` it for the table; `.passed`, `.weak`, `.rows`.
     """
-    _validate(order, transforms, args)
+    validate(order, transforms, args, rtol)
     spec = battery.Spec(
         order,
         tuple(transforms),
         None if batch_argnums is None else tuple(batch_argnums),
         finite_differences=finite_differences,
     )
+    report = judge(f, reference, args, spec, seed=seed, arg_names=arg_names, rtol=rtol,
+                   atol=atol)  # fmt: skip
+    if audit and reference is not None:
+        report = report._replace(residuals=_audit(f, reference, args))
+    if raise_on_failure and (not report.passed or (strict and report.weak)):
+        raise GradcheckError(report)
+    return report
+
+
+def judge(f, reference, args, spec, *, seed=0, arg_names=None, rtol=None, atol=None) -> Report:
+    """The rows and notes of the checks `spec` asks for (no audit, never raises on a verdict)."""
     pairs, notes = run.run(f, reference, spec, args, jax.random.key(seed))
     overrides = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
     paths = _names(args, arg_names)
     dtypes = [jnp.result_type(x) for x in jax.tree_util.tree_leaves(args)]
     rows, extra = _rows(pairs, notes, paths, dtypes, overrides)
-    if finite_differences:
+    if spec.finite_differences:
         rows += _fd_rows(pairs, notes, paths, overrides)
-    if "jit" in transforms and "jit" in pairs:
+    if "jit" in spec.transforms and "jit" in pairs:
         rows += _jit_rows(f, args, pairs, paths, dtypes, overrides)
-    if reference is None:
+    if reference is None and spec.order == 2:
         reason = "no reference: second derivatives are compared with the reference's"
         rows += [Row(name, "-", (), SKIPPED, 0.0, None, 0.0, reason) for name in battery.ORACLES_2]
-    rows = _ordered(rows, notes)
-    report = Report(rows, extra, _audit(f, reference, args) if audit and reference else None)
-    if raise_on_failure and (not report.passed or (strict and report.weak)):
-        raise GradcheckError(report)
-    return report
+    return Report(_ordered(rows, notes), extra, None)
 
 
 def _audit(f, reference, args):
@@ -112,7 +119,10 @@ def _audit(f, reference, args):
         return None
 
 
-def _validate(order, transforms, args):
+def validate(order, transforms, args, rtol) -> None:
+    """Raises a ValueError for arguments `check` cannot run with."""
+    if rtol is not None and not rtol > 0:
+        raise ValueError(f"gradcheck.check: rtol must be positive, got {rtol!r}.")
     if order not in (1, 2):
         raise ValueError(f"gradcheck.check: order must be 1 or 2, got {order!r}.")
     unknown = set(transforms) - set(battery.TRANSFORMS)
@@ -207,10 +217,12 @@ def _fd_row(path, g, v, d, native, overrides):
     note = f"vjp.v {vjp_v:.6e} vs fd {d:.6e}"
     if native:
         note += f"; in {g.dtype}, as f refused float64 ({native})"
+    gap = abs(vjp_v - d)
+    row = Row("finite_difference", path, g.shape, PASS, err, None, rtol, note, vjp_v, d, gap,
+              gap / abs(d) if d else (0.0 if gap == 0 else np.inf))  # fmt: skip
     if not err <= rtol:
-        return Row("finite_difference", path, g.shape, FAIL, err, None, rtol, note)
-    verdict = WEAK if np.max(np.abs(g64), initial=0.0) <= tol.atol else PASS
-    return Row("finite_difference", path, g.shape, verdict, err, None, rtol, note)
+        return row._replace(verdict=FAIL)
+    return row._replace(verdict=WEAK) if np.max(np.abs(g64), initial=0.0) <= tol.atol else row
 
 
 def _jit_rows(f, args, pairs, paths, dtypes, overrides):

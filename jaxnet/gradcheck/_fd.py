@@ -44,21 +44,21 @@ def _differences(f, leaves, treedef, u_leaves, v_leaves, relative):
     return fd
 
 
-def _float64(f, leaves, treedef, u_leaves, v_leaves):
+def _float64(f, leaves, treedef, u_leaves, v_leaves, step):
     with jax.enable_x64(True):
         wide = [x if v is None else jnp.asarray(x, jnp.float64) for x, v in zip(leaves, v_leaves)]
         # float64 values leave the program as they are
-        return _differences(
-            f, wide, treedef, _wide(u_leaves), _wide(v_leaves), tolerances.FD64_STEP
-        )
+        return _differences(f, wide, treedef, _wide(u_leaves), _wide(v_leaves), step)
 
 
 def _wide(leaves):
     return [None if x is None else jnp.asarray(x, jnp.float64) for x in leaves]
 
 
-def directional(f, args, u_leaves, v_leaves, *, float64=True):
+def directional(f, args, u_leaves, v_leaves, *, float64=True, step=tolerances.FD64_STEP):
     """(per leaf fd of <u, f> along v (None where not floating), why not float64 or None).
+
+    `step` is the float64 step, relative to each argument's scale.
 
     Call while tracing: the float64 part runs inside `jax.enable_x64(True)`.
     """
@@ -66,7 +66,7 @@ def directional(f, args, u_leaves, v_leaves, *, float64=True):
     native = "its float64 program did not lower"
     if float64:
         try:
-            return _float64(f, leaves, treedef, u_leaves, v_leaves), None
+            return _float64(f, leaves, treedef, u_leaves, v_leaves, step), None
         except (TypeError, ValueError) as e:
             native = f"{type(e).__name__}: {str(e).splitlines()[0]}"
     relative = max(tolerances.for_dtype(v.dtype).native_step for v in v_leaves if v is not None)

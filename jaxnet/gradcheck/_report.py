@@ -1,4 +1,7 @@
-"""The verdict of `gradcheck.check`: one row per leaf and check, printed as a table."""
+"""The verdict of `gradcheck.check`: one row per leaf and check, printed as a table.
+
+`compare` and `check_vjp` return the same rows, in a `Comparison`: a `Report` of one check.
+"""
 
 from typing import NamedTuple
 
@@ -21,6 +24,10 @@ class Row(NamedTuple):
       worst: the index of that element.
       rtol: the error the check allows.
       note: why it failed, was weak, or was skipped.
+      got, want: the two values at the worst element (for finite differences, <vjp(u), v>
+        and the central difference), or None where nothing was compared.
+      max_abs: max |got - want| over the leaf.
+      max_rel: max_abs / max |want| (0 when both are 0).
     """
 
     check: str
@@ -31,6 +38,25 @@ class Row(NamedTuple):
     worst: tuple[int, ...]
     rtol: float
     note: str = ""
+    got: float | None = None
+    want: float | None = None
+    max_abs: float | None = None
+    max_rel: float | None = None
+
+    @property
+    def path(self) -> str:
+        """The leaf's pytree path (`compare`'s name for it)."""
+        return self.leaf
+
+    @property
+    def allclose(self) -> bool:
+        """Whether the leaf is within the tolerance: any verdict but FAIL."""
+        return self.verdict != FAIL
+
+    @property
+    def exact(self) -> bool:
+        """Whether got and want are equal element for element."""
+        return self.max_abs == 0.0
 
 
 class Residuals(NamedTuple):
@@ -125,6 +151,27 @@ def _index(index: tuple[int, ...]) -> str:
     return "-" if index is None else str(tuple(int(i) for i in index))
 
 
+class Comparison(Report):
+    """A `Report` of one check over the leaves of a tree, one row per leaf (`compare`'s and
+    `check_vjp`'s); its leaves are named by their paths alone."""
+
+    __slots__ = ()
+
+    @property
+    def ok(self) -> bool:
+        """Whether no leaf failed (`passed`)."""
+        return self.passed
+
+    @property
+    def leaves(self) -> list[Row]:
+        """The rows, one per leaf."""
+        return self.rows
+
+    def failing(self) -> list[str]:
+        """The paths of the leaves that failed."""
+        return [row.leaf for row in self.rows if row.verdict == FAIL]
+
+
 class GradcheckError(AssertionError):
     """Raised by `gradcheck.check` when a check fails (or, with strict=True, is weak)."""
 
@@ -136,16 +183,33 @@ class GradcheckError(AssertionError):
 def compare_leaf(check, leaf, got, want, tol, *, weak_if_small=True) -> Row:
     """A row for one leaf: elementwise error, worst index, and the weak-check verdict."""
     got, want = np.asarray(got), np.asarray(want)
+    row = Row(check, leaf, want.shape, PASS, 0.0, None, tol.rtol)
     if got.shape != want.shape:
         note = f"shape {got.shape}, expected {want.shape}"
-        return Row(check, leaf, want.shape, FAIL, float("inf"), None, tol.rtol, note)
+        return row._replace(verdict=FAIL, error=float("inf"), note=note)
+    if want.size == 0:
+        return row._replace(verdict=SKIPPED, note="empty: nothing to check", max_abs=0.0,
+                            max_rel=0.0)  # fmt: skip
     err = tolerances.elementwise_error(got, want, tol.rtol, tol.atol)
-    worst = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else None
-    max_err = float(err.max()) if err.size else 0.0
-    if max_err > tol.rtol:
-        return Row(check, leaf, want.shape, FAIL, max_err, worst, tol.rtol, "")
+    worst = np.unravel_index(int(np.argmax(err)), err.shape)
+    row = row._replace(error=float(err[worst]), worst=worst, got=got[worst].item(),
+                       want=want[worst].item(), **_differences(got, want))  # fmt: skip
+    if row.error > tol.rtol:
+        return row._replace(verdict=FAIL)
     scale = float(np.max(np.abs(np.asarray(want, np.float64)), initial=0.0))
     if weak_if_small and scale <= tol.atol:
         note = "all zeros" if scale == 0 else f"max |want| {scale:.1e} <= atol {tol.atol:.0e}"
-        return Row(check, leaf, want.shape, WEAK, max_err, worst, tol.rtol, note)
-    return Row(check, leaf, want.shape, PASS, max_err, worst, tol.rtol, "")
+        return row._replace(verdict=WEAK, note=note)
+    return row
+
+
+def _differences(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
+    """max |got - want| and that over max |want| (equal infinities differ by 0)."""
+    wide = np.result_type(got, want, np.float64)
+    got, want = got.astype(wide), want.astype(wide)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(got == want, 0.0, np.abs(got - want))
+    max_abs = float(np.max(diff))
+    scale = float(np.max(np.abs(want), initial=0.0, where=np.isfinite(want)))
+    max_rel = max_abs / scale if scale else (0.0 if max_abs == 0 else float("inf"))
+    return {"max_abs": max_abs, "max_rel": max_rel}
