@@ -48,6 +48,7 @@ PUBLIC = {
         "serial",
         "stateless_init",
     ],
+    "jaxnet.interop": ["eqx_layer", "eqx_module", "nnx_module"],
     "jaxnet.layers.dense": ["dense"],
     "jaxnet.layers.embedding": ["embedding", "flatten"],
     "jaxnet.layers.norms": ["batch_norm", "layer_norm"],
