@@ -1,6 +1,9 @@
 r"""Time per new shape of gradcheck.check against jax.test_util.check_grads, and a hypothesis run.
 
-Every shape is new to both (each compiles afresh), and the two run in turn on the same
+First, check_layer on the README's PReLU at (8, 20), as a user's first call in a process
+(every compile included): correct, then with its backward's factor x forgotten (a new
+function: it compiles again), each against check_grads of the same hand VJP. Then every
+shape is new to both (each compiles afresh), and the two run in turn on the same
 function and arguments, in one process: a layernorm and a GELU from jaxnet.layers, their
 hand VJP as one custom_vjp, in float32. Then a hypothesis test over --hypothesis_shapes
 shapes of the layernorm, as a user writes it with jaxnet.testing.
@@ -15,6 +18,7 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 from absl import app, flags
 from hypothesis import assume, given, settings
 from jax.test_util import check_grads
@@ -31,6 +35,23 @@ _HYPOTHESIS_SHAPES = flags.DEFINE_integer("hypothesis_shapes", 20, "Hypothesis e
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmarks/results", "Where the JSON goes.")
 
 LAYERS = {"layer_norm": L.layer_norm, "gelu": L.gelu}
+
+
+def prelu(forget_x: bool = False) -> L.Layer:
+    """The README's PReLU; forget_x plants its bug (dy/da without the factor x)."""
+
+    def init(key, input_shape, dtype=jnp.float32):
+        return input_shape, {"a": jnp.full(input_shape[-1:], 0.25, dtype)}, {}
+
+    def forward(params, state, x, *, train=False, key=None):
+        return jnp.where(x > 0, x, params["a"] * x), x, state
+
+    def backward(params, x, g):
+        # y = x (x > 0) or a x: dy/dx = 1 or a; dy/da = 0 or x, summed over the batch
+        da = jnp.sum(jnp.where(x > 0, 0, g if forget_x else g * x), axis=0)
+        return {"a": da}, jnp.where(x > 0, g, params["a"] * g)
+
+    return L.Layer(init, forward, backward, "prelu")
 
 
 def _problem(make, batch, features):
@@ -51,6 +72,17 @@ def _seconds(call, *args, **kwargs) -> tuple[float, bool]:
     except AssertionError:  # check_grads in float32 at order 2 may miss its tolerance
         ok = False
     return time.perf_counter() - start, ok
+
+
+def check_layer_times(shape=(8, 20)) -> dict:
+    """Seconds of check_layer on the PReLU, passing then failing, and of check_grads."""
+    ok_s, passed = _seconds(gradcheck.check_layer, prelu(), shape)
+    fail_s, failed = _seconds(gradcheck.check_layer, prelu(forget_x=True), shape)
+    f, _, args = _problem(prelu, *shape)
+    theirs, _ = _seconds(check_grads, f, args, order=2, modes=["rev"])
+    return {"shape": list(shape), "passing_s": ok_s, "failing_s": fail_s,
+            "check_grads_s": theirs, "ratio": ok_s / theirs,
+            "verdicts_right": passed and not failed}  # fmt: skip
 
 
 def time_per_shape(name: str, order: int, shapes: int) -> dict:
@@ -92,16 +124,21 @@ def hypothesis_run(examples: int) -> dict:
 def main(argv):
     del argv
     common.quiet_jax_logs()
+    layer = check_layer_times()  # first: every compile counts, as in a user's first call
     rows = [time_per_shape(n, o, _SHAPES.value) for o in (1, 2) for n in LAYERS]
     hyp = hypothesis_run(_HYPOTHESIS_SHAPES.value)
     header = ["layer", "order", "check s/shape", "check_grads s/shape", "ratio", "cg passed"]
     body = [[r["layer"], str(r["order"]), f"{r['check_s']:.2f}", f"{r['check_grads_s']:.2f}",
              f"{r['ratio']:.2f}", str(r["check_grads_passed"])] for r in rows]  # fmt: skip
+    print(f"check_layer(prelu(), {tuple(layer['shape'])}), first call: "
+          f"{layer['passing_s']:.2f} s passing, {layer['failing_s']:.2f} s failing "
+          f"(check_grads, order 2: {layer['check_grads_s']:.2f} s); "
+          f"verdicts right: {layer['verdicts_right']}")  # fmt: skip
     print(table(header, body))
     shapes, seconds = hyp["distinct_shapes"], hyp["seconds"]
     print(f"hypothesis: {hyp['examples']} examples, {shapes} distinct layernorm shapes in "
           f"{seconds:.1f} s ({shapes / seconds:.2f} shapes/s)")  # fmt: skip
-    results = {"per_shape": rows, "hypothesis": hyp, "jax": jax.__version__,
+    results = {"check_layer": layer, "per_shape": rows, "hypothesis": hyp, "jax": jax.__version__,
                "machine": platform.platform(), "cpus": jax.device_count()}  # fmt: skip
     print(files.write_json_atomic(f"{_OUTPUT_DIR.value}/gradcheck_speed.json", results))
 

@@ -217,6 +217,8 @@ def test_gradcheck_speed_measures_both_and_the_hypothesis_run(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "gradcheck_speed.json").read_text())
+    layer = results["check_layer"]  # the PReLU passes, its planted bug fails
+    assert layer["verdicts_right"] and layer["passing_s"] > 0 and layer["failing_s"] > 0
     assert len(results["per_shape"]) == 4
     for row in results["per_shape"]:
         assert row["check_s"] > 0 and row["check_grads_s"] > 0

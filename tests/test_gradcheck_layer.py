@@ -47,7 +47,7 @@ def test_a_sample_of_the_registry_wrong_backwards_is_caught(name):
 
 
 def test_train_and_eval_both_run_and_strict_flags_a_dead_relu_net():
-    net = L.serial(L.dense(4), L.relu(), L.dense(2))
+    net = L.serial(L.dense(4), L.relu(), L.dropout(0.5), L.dense(2))  # dropout: two modes
     report = gradcheck.check_layer(net, (3, 5), order=1, transforms=())
     assert report.passed and {r.check.split()[0] for r in report.rows} == {"train", "eval"}
     with pytest.raises(gradcheck.GradcheckError, match="every input of .* is at most 0") as e:

@@ -1,9 +1,10 @@
 """Every comparison of `gradcheck.check`, traced into one jitted program per shape.
 
-The program draws its random cotangents and directions from one key and returns pairs
-(got, want) of flat leaf lists, non-floating leaves as None; the host compares them. A
-check whose tracing raises is recorded as failed (or, for forward mode through a
-custom_vjp, as skipped) in `notes`, filled while the program traces, per signature.
+The program takes its random cotangents and directions as arguments, drawn on the host
+(`draw_all`), and returns pairs (got, want) of flat leaf lists, non-floating leaves as
+None; the host compares them. A check whose tracing raises is recorded as failed (or, for
+forward mode through a custom_vjp, as skipped) in `notes`, filled while the program
+traces, per signature.
 """
 
 import functools
@@ -12,6 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxnet.gradcheck import _fd as fd
 from jaxnet.gradcheck import _gates as gates
@@ -82,22 +84,42 @@ class _Notes:
 
 @functools.lru_cache(maxsize=64)
 def program(f: Callable, reference: Callable | None, spec: Spec):
-    """(jitted battery(args, key) -> dict of (got, want) pairs, notes by signature)."""
+    """(jitted battery(args, draws) -> dict of (got, want) pairs, notes by signature)."""
     notes_by_signature: dict = {}
 
-    def battery(args, key):
+    def battery(args, draws):
         notes = notes_by_signature.setdefault(trees.signature(args), _Notes())
-        return _battery(f, reference, spec, notes, args, key)
+        return _battery(f, reference, spec, notes, args, draws)
 
     return jax.jit(battery, compiler_options=COMPILER_OPTIONS), battery, notes_by_signature
 
 
-def _battery(f, reference, spec, notes, args, key):
-    keys = iter(jax.random.split(key, 8))
+def draw_all(f: Callable, spec: Spec, args: tuple, seed: int) -> dict[str, list]:
+    """Every random draw of the battery for `spec`, flat numpy leaves, from one seed."""
+    rng = np.random.default_rng(seed)
+    out = _out_shapes(f, args)
+    found = {"u": trees.draw(rng, out), "u2": trees.draw(rng, out)}
+    if spec.transforms:
+        found["us"] = trees.draw(rng, out, (transforms.BATCH,))
+    if spec.finite_differences:
+        found["v"] = trees.draw(rng, args, (fd.DIRECTIONS,))
+    if spec.order >= 2:
+        found.update(w=trees.draw(rng, args), tangents=trees.draw(rng, (args, out)))
+    return found
+
+
+def _out_shapes(f, args):
+    try:
+        return jax.eval_shape(f, *args)
+    except Exception:  # noqa: BLE001 - an f that runs only eagerly: the battery says "jit"
+        return f(*args)
+
+
+def _battery(f, reference, spec, notes, args, draws):
     try:
         out, hand_vjp = jax.vjp(f, *args)
-        u, u2 = trees.draw(next(keys), out), trees.draw(next(keys), out)
-        us = trees.draw(next(keys), out, (transforms.BATCH,)) if spec.transforms else None
+        u, u2 = trees.unflat(out, draws["u"]), trees.unflat(out, draws["u2"])
+        us = trees.unflat(out, draws["us"], (transforms.BATCH,)) if spec.transforms else None
         cots = _cotangents(hand_vjp, u, u2, us, spec.contract)
     except Exception as e:
         raise TraceFailure(e) from e
@@ -111,14 +133,15 @@ def _battery(f, reference, spec, notes, args, key):
     if spec.contract:
         pairs.update(_contract(cots))
     if spec.finite_differences:
-        v = trees.flat(trees.draw(next(keys), args))
-        values, native = fd.directional(
+        v = draws["v"]
+        (values, floor), native = fd.directional(
             f, args, trees.flat(u), v, float64=spec.fd_float64, step=spec.fd_step
         )
         notes.fd_native = native or notes.fd_native
         pairs["finite_difference"] = (values, v)
+        pairs["fd_floor"] = (floor, None)
     if spec.order >= 2 and reference is not None:
-        _second_order(f, reference, args, u, hand_vjp(u), keys, notes, pairs)
+        _second_order(f, reference, args, u, hand_vjp(u), draws, notes, pairs)
     if spec.transforms:
         transforms.check(f, args, us, cots, spec, notes, pairs)
     return pairs
@@ -163,9 +186,8 @@ def _contract(cots):
     }
 
 
-def _second_order(f, reference, args, u, got, keys, notes, pairs):
-    w = trees.draw(next(keys), got)
-    tangents = (trees.draw(next(keys), args), trees.draw(next(keys), u))
+def _second_order(f, reference, args, u, got, draws, notes, pairs):
+    w, tangents = trees.unflat(got, draws["w"]), trees.unflat((args, u), draws["tangents"])
 
     def rev_over_rev(fn):
         return trees.flat(jax.vjp(trees.vjp_of(fn), args, u)[1](w))

@@ -7,15 +7,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnet.gradcheck import _battery as battery
+from jaxnet.gradcheck import _fd as fd
 from jaxnet.gradcheck import _residuals as residuals
 from jaxnet.gradcheck import _run as run
 from jaxnet.gradcheck import _trees as trees
 from jaxnet.gradcheck import tolerances
 from jaxnet.gradcheck._report import (
     FAIL,
+    FIRST_ORDER,
+    NOT_RUN,
+    PARTIAL,
     PASS,
     SKIPPED,
-    WEAK,
     GradcheckError,
     Report,
     Row,
@@ -47,19 +50,25 @@ def check(
 
     Under random normal cotangents u (not a sum or a mean), compares: f's output with the
     reference's; f's VJP with `jax.vjp` of the reference, elementwise; <vjp(u), v> with
-    float64 central differences of <u, f> along a random v per leaf; with order=2, the VJP
-    of the VJP (rev-over-rev) and its JVP (forward-over-reverse; skipped with the reason
-    where JAX refuses forward mode through a custom_vjp) with the reference's. Then the
-    cotangent contract (tree and dtypes as autodiff's, float0 for integer inputs; zero
-    cotangent -> zero; vjp(8u) = 8 vjp(u); vjp(u + u') = vjp(u) + vjp(u')) and the
-    `transforms` asked for. Tolerances come from each leaf's dtype
-    (`gradcheck.tolerances`). One compile per new signature, plus one for the finite
-    differences.
+    float64 central differences of <u, f> along 3 random v per leaf (the leaf's relative
+    error as a whole); with order=2, the VJP of the VJP (rev-over-rev) and its JVP
+    (forward-over-reverse; skipped with the reason where JAX refuses forward mode through
+    a custom_vjp) with the reference's. Then the cotangent contract (tree and dtypes as
+    autodiff's, float0 for integer inputs; zero cotangent -> zero; vjp(8u) = 8 vjp(u);
+    vjp(u + u') = vjp(u) + vjp(u')) and the `transforms` asked for. Tolerances come from
+    each leaf's dtype (`gradcheck.tolerances`). One compile per new signature.
+
+    A failed row names the values at its worst element. Once a first-order row (reference
+    or finite differences) fails for a leaf, second derivatives and that leaf's transforms
+    that fail too are "not run": the summary counts root causes. Without a reference,
+    finite differences alone pass as "partial": they see each leaf as a whole, so one
+    wrong element among thousands can hide. f or a VJP that raises, or returns the wrong
+    tree, is a failed "vjp" row; an empty leaf is "skipped", with nothing to check.
 
     Args:
       f: the function with the hand VJP: pytrees of arrays in, a pytree of arrays out.
       reference: the same function in plain jax.numpy, for `jax.vjp`; None checks
-        against finite differences only.
+        against finite differences only (a "partial" pass at best).
       *args: f's arguments: floating leaves are differentiated; integer leaves (labels)
         must get no cotangent (float0); None is allowed anywhere in the trees.
       order: 1, or 2 to check second derivatives too.
@@ -77,7 +86,8 @@ def check(
       raise_on_failure: raise `GradcheckError` on failure (and on weakness if strict).
 
     Returns:
-      The `Report`: `print` it for the table; `.passed`, `.weak`, `.rows`.
+      The `Report`: `print` it for the table; `.passed`, `.weak`, `.partial`, `.causes()`,
+      `.rows`.
     """
     validate(order, transforms, args, rtol)
     spec = battery.Spec(
@@ -97,19 +107,21 @@ def check(
 
 def judge(f, reference, args, spec, *, seed=0, arg_names=None, rtol=None, atol=None) -> Report:
     """The rows and notes of the checks `spec` asks for (no audit, never raises on a verdict)."""
-    pairs, notes = run.run(f, reference, spec, args, jax.random.key(seed))
+    pairs, notes = run.run(f, reference, spec, args, seed)
     overrides = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
     paths = _names(args, arg_names)
     dtypes = [jnp.result_type(x) for x in jax.tree_util.tree_leaves(args)]
+    if "hand" not in pairs:  # f or its VJP raised: nothing else could run
+        return Report(_ordered([], notes), [], None)
     rows, extra = _rows(pairs, notes, paths, dtypes, overrides)
     if spec.finite_differences:
-        rows += _fd_rows(pairs, notes, paths, overrides)
+        rows += _fd_rows(pairs, notes, paths, overrides, partial=reference is None)
     if "jit" in spec.transforms and "jit" in pairs:
         rows += _jit_rows(f, args, pairs, paths, dtypes, overrides)
     if reference is None and spec.order == 2:
         reason = "no reference: second derivatives are compared with the reference's"
         rows += [Row(name, "-", (), SKIPPED, 0.0, None, 0.0, reason) for name in battery.ORACLES_2]
-    return Report(_ordered(rows, notes), extra, None)
+    return Report(_blame(_ordered(rows, notes)), extra, None)
 
 
 def _audit(f, reference, args):
@@ -197,42 +209,41 @@ def _gate_notes(fractions, gates):
     return found
 
 
-def _fd_rows(pairs, notes, paths, overrides):
+def _fd_rows(pairs, notes, paths, overrides, partial):
     values, v_leaves = pairs["finite_difference"]
-    rows = []
-    for path, g, v, d in zip(paths, pairs["hand"][0], v_leaves, values):
-        if g is not None:
-            rows.append(_fd_row(path, g, v, float(d), notes.fd_native, overrides))
-    return rows
+    leaves = zip(paths, pairs["hand"][0], v_leaves, values, pairs["fd_floor"][0])
+    rows = [fd.row(*leaf, notes.fd_native, overrides) for leaf in leaves if leaf[1] is not None]
+    return [_partial(r) if partial and r.verdict == PASS else r for r in rows]
 
 
-def _fd_row(path, g, v, d, native, overrides):
-    # |<g, v> - fd| <= rtol (|g| |v| + atol |v| sqrt(size)): Cauchy-Schwarz, and atol per element
-    tol = tolerances.for_dtype(g.dtype)
-    rtol = overrides.get("rtol", tol.native_fd_rtol if native else tol.fd_rtol)
-    g64, v64 = np.asarray(g, np.float64), np.asarray(v, np.float64)
-    bound = np.linalg.norm(v64) * (np.linalg.norm(g64) + tol.atol * np.sqrt(g64.size))
-    vjp_v = float(np.vdot(g64, v64))
-    err = abs(vjp_v - d) / bound if np.isfinite(vjp_v - d) else np.inf
-    note = f"vjp.v {vjp_v:.6e} vs fd {d:.6e}"
-    if native:
-        note += f"; in {g.dtype}, as f refused float64 ({native})"
-    gap = abs(vjp_v - d)
-    row = Row("finite_difference", path, g.shape, PASS, err, None, rtol, note, vjp_v, d, gap,
-              gap / abs(d) if d else (0.0 if gap == 0 else np.inf))  # fmt: skip
-    if not err <= rtol:
-        return row._replace(verdict=FAIL)
-    return row._replace(verdict=WEAK) if np.max(np.abs(g64), initial=0.0) <= tol.atol else row
+def _partial(row):
+    # alone, differences along K random directions bound the leaf's error as a whole: one
+    # wrong element among thousands can hide below that bound
+    note = (
+        f"no reference: finite differences along {fd.DIRECTIONS} random directions judge the "
+        "leaf as a whole, not each element"
+    )
+    return row._replace(verdict=PARTIAL, note=_join(note, row.note))
+
+
+def _join(*notes):
+    return "; ".join(n for n in notes if n)
 
 
 def _jit_rows(f, args, pairs, paths, dtypes, overrides):
+    try:
+        eager = _eager_vjp(f, args, pairs["jit_cotangent"][0])
+    except Exception as e:  # noqa: BLE001 - a VJP that raises only eagerly fails "jit"
+        return [Row("jit", "-", (), FAIL, np.inf, None, 0.0, f"eagerly, {run.reason(e)}")]
+    return _pair_rows("jit", pairs["jit"][0], eager, paths, dtypes, overrides)
+
+
+def _eager_vjp(f, args, u_leaves):
     out, hand_vjp = jax.vjp(f, *args)
-    u_leaves, treedef = pairs["jit_cotangent"][0], jax.tree_util.tree_structure(out)
+    treedef = jax.tree_util.tree_structure(out)
     zeros = [np.zeros(np.shape(x), jax.dtypes.float0) for x in jax.tree_util.tree_leaves(out)]
     u = treedef.unflatten([z if x is None else x for x, z in zip(u_leaves, zeros)])
-    eager = trees.flat(hand_vjp(u))
-    eager = [None if x is None else np.asarray(x) for x in eager]
-    return _pair_rows("jit", pairs["jit"][0], eager, paths, dtypes, overrides)
+    return [None if x is None else np.asarray(x) for x in trees.flat(hand_vjp(u))]
 
 
 def _ordered(rows, notes):
@@ -242,5 +253,24 @@ def _ordered(rows, notes):
         rows.append(Row(name, "-", (), FAIL, np.inf, None, 0.0, reason))
     for name, reason in notes.skipped.items():
         rows.append(Row(name, "-", (), SKIPPED, 0.0, None, 0.0, reason))
-    order = [*ORACLES, *CONTRACT, *battery.TRANSFORMS]
+    order = ["vjp", *ORACLES, *CONTRACT, *battery.TRANSFORMS]
     return sorted(rows, key=lambda r: order.index(r.check) if r.check in order else len(order))
+
+
+def _blame(rows):
+    """Failed rows that a failed first-order row explains (any second derivative; a
+    transform of that leaf) become "not run", naming the leaves at fault."""
+    roots = sorted({r.leaf for r in rows if r.check in FIRST_ORDER and r.verdict == FAIL})
+    if not roots:
+        return rows
+    note = "first order failed" + (f" for {', '.join(roots)}" if roots != ["-"] else "")
+
+    def explained(r):
+        return r.check in battery.ORACLES_2 or (r.check in battery.TRANSFORMS and r.leaf in roots)
+
+    return [
+        r._replace(verdict=NOT_RUN, note=_join(note, r.note))
+        if r.verdict == FAIL and explained(r)
+        else r
+        for r in rows
+    ]

@@ -9,6 +9,7 @@ network with a straight-through layer, finite differences and second derivatives
 skipped, with the reason: its backward is a convention, not the derivative of a value.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -56,6 +57,7 @@ def check_layer(
     input_scale: float = 1.0,
     dtype: DTypeLike = jnp.float32,
     modes: Sequence[str] = MODES,
+    same_modes: bool | None = None,
     reference: Callable | None = None,
     transforms: Sequence[str] = battery.TRANSFORMS,
     order: int = 2,
@@ -74,6 +76,9 @@ def check_layer(
       state: e.g. batch_norm's running statistics; default the layer's init.
       dtype: of the params and of the default x.
       modes: "train" and/or "eval" (dropout and batch_norm differ between them).
+      same_modes: whether train and eval run the same program: then the layer is checked
+        once, its rows prefixed "train=eval". None (default) finds out by comparing the
+        jaxprs of the two forwards (and references); False checks each mode regardless.
       reference: (params, state, x, *, train, key) -> out in plain jax.numpy; default the
         layer's own forward, differentiated by `jax.vjp`.
       transforms, order, strict, seed: as `gradcheck.check`; x gets the batch axis.
@@ -81,35 +86,83 @@ def check_layer(
       **kwargs: passed on to `gradcheck.check` (rtol, atol, ...).
 
     Returns:
-      One `Report` for all modes; each row's check is prefixed with its mode.
+      One `Report` for all modes; each row's check is prefixed with its mode ("train=eval"
+      for a layer checked once).
     """
-    unknown = set(modes) - set(MODES)
-    if unknown:
-        raise ValueError(f"check_layer: unknown modes {sorted(unknown)}; use 'train', 'eval'.")
-    init_key, move_key, x_key, dropout_key = jax.random.split(jax.random.key(seed), 4)
-    _, params, init_state = layer.init(init_key, tuple(input_shape), dtype)
-    params = away_from_zero(move_key, params)
+    modes = _validate(layer, modes)
+    params, init_state, random_x, dropout_key = _setup(layer, input_shape, dtype, input_scale, seed)
     state = init_state if state is None else state
-    if x is None:
-        x = input_scale * jax.random.normal(x_key, tuple(input_shape), dtype)
-    x = jnp.asarray(x)
-    reports = {}
-    for mode in modes:
-        train = mode == "train"
-        ref = autodiff_reference(layer, state, train=train, key=dropout_key)
-        if reference is not None:
-            ref = _bound(reference, state, train, dropout_key)
-        f = hand_vjp(layer, state, train=train, key=dropout_key)
-        straight = _straight_through(layer, params, state, x, train, dropout_key)
-        report = check(f, ref, params, x, order=1 if straight else order, transforms=transforms,
-                       batch_argnums=(1,), arg_names=("params", "x"), seed=seed,
-                       finite_differences=not straight, raise_on_failure=False,
-                       **kwargs)  # fmt: skip
-        reports[mode] = _by_convention(report, order) if straight else report
-    report = _combine(reports)
+    x = random_x if x is None else jnp.asarray(x)
+    bound = functools.partial(_check_mode, layer, params, state, x, dropout_key, reference,
+                              transforms=transforms, order=order, seed=seed, **kwargs)  # fmt: skip
+    if same_modes is None and len(modes) == 2:
+        same_modes = _same_program(layer, params, state, x, dropout_key, reference)
+    if same_modes and len(modes) == 2:
+        report = _combine({"train=eval": bound(train=True)})
+        report = report._replace(notes=[*report.notes, SAME_MODES])
+    else:
+        report = _combine({mode: bound(train=mode == "train") for mode in modes})
     if raise_on_failure and (not report.passed or (strict and report.weak)):
         raise GradcheckError(report)
     return report
+
+
+SAME_MODES = "train=eval: train and eval run the same program, checked once"
+
+
+def _draw(layer, input_shape, dtype, input_scale, seed):
+    """(params moved away from zero, the initial state, a random x, the dropout key)."""
+    init_key, move_key, x_key, dropout_key = jax.random.split(jax.random.key(seed), 4)
+    _, params, state = layer.init(init_key, input_shape, dtype)
+    x = input_scale * jax.random.normal(x_key, input_shape, dtype)
+    return away_from_zero(move_key, params), state, x, dropout_key
+
+
+def _setup(layer, input_shape, dtype, input_scale, seed):
+    draw = functools.partial(_draw, layer, tuple(input_shape), dtype, input_scale)
+    try:  # one compile for every draw: eagerly, each op of init and of the draws compiles
+        return jax.jit(draw, compiler_options=battery.COMPILER_OPTIONS)(seed)
+    except jax.errors.JAXTypeError:  # an init that needs concrete values runs eagerly
+        return draw(seed)
+
+
+def _validate(layer, modes) -> tuple[str, ...]:
+    """The modes as a tuple; a TypeError or ValueError for what check_layer cannot check."""
+    if not all(callable(getattr(layer, name, None)) for name in ("init", "forward", "backward")):
+        raise TypeError(
+            "check_layer: layer must be a jaxnet.layers.Layer (init, forward, backward), "
+            f"got {type(layer).__name__}."
+        )
+    modes = (modes,) if isinstance(modes, str) else tuple(modes)
+    unknown = set(modes) - set(MODES)
+    if unknown or not modes:
+        raise ValueError(f"check_layer: modes must be 'train' and/or 'eval', got {modes!r}.")
+    return modes
+
+
+def _check_mode(layer, params, state, x, key, reference, *, train, order, **kwargs) -> Report:
+    """`check` of the layer in one mode; a straight-through one by its convention."""
+    ref = autodiff_reference(layer, state, train=train, key=key)
+    if reference is not None:
+        ref = _bound(reference, state, train, key)
+    f = hand_vjp(layer, state, train=train, key=key)
+    straight = _straight_through(layer, params, state, x, train, key)
+    report = check(f, ref, params, x, order=1 if straight else order, batch_argnums=(1,),
+                   arg_names=("params", "x"), finite_differences=not straight,
+                   raise_on_failure=False, **kwargs)  # fmt: skip
+    return _by_convention(report, order) if straight else report
+
+
+def _same_program(layer, params, state, x, key, reference) -> bool:
+    """Whether the forward (and the reference) trace to the same jaxpr in train and eval."""
+
+    def programs(train):
+        fns = [lambda p, x: layer.forward(p, state, x, train=train, key=key)]
+        fns.append(autodiff_reference(layer, state, train=train, key=key) if reference is None
+                   else _bound(reference, state, train, key))  # fmt: skip
+        return [str(jax.make_jaxpr(fn)(params, x)) for fn in fns]
+
+    return programs(True) == programs(False)
 
 
 def _straight_through(layer, params, state, x, train, key) -> list[str]:

@@ -10,6 +10,9 @@ import numpy as np
 from jaxnet.gradcheck import tolerances
 
 PASS, FAIL, WEAK, SKIPPED = "ok", "FAIL", "weak", "skipped"
+PARTIAL = "partial"  # passed what it could see: not every element was held to a value
+NOT_RUN = "not run"  # failed too, but only because a first-order row of it failed first
+FIRST_ORDER = ("reference", "finite_difference")  # the oracles of the gradient itself
 
 
 class Row(NamedTuple):
@@ -19,7 +22,9 @@ class Row(NamedTuple):
       check: the oracle, contract or transform, e.g. "reference", "vmap".
       leaf: the pytree path, e.g. "args[0]['w']", or "-" for a whole-function row.
       shape: the leaf's shape.
-      verdict: "ok", "FAIL", "weak" (passed, but could not have failed) or "skipped".
+      verdict: "ok", "FAIL", "weak" (passed, but could not have failed), "partial" (passed
+        a check that sees the leaf as a whole, not each element), "not run" (would have
+        failed, but only because a first-order row failed: the note names it) or "skipped".
       error: the worst per-element relative error, |got - want| / (|want| + atol / rtol).
       worst: the index of that element.
       rtol: the error the check allows.
@@ -112,6 +117,11 @@ class Report(NamedTuple):
             _is_weak(note) for note in self.notes
         )
 
+    @property
+    def partial(self) -> bool:
+        """Whether a check passed that sees leaves as a whole (finite differences alone)."""
+        return any(row.verdict == PARTIAL for row in self.rows)
+
     def failing(self) -> list[str]:
         """`check leaf` of every failed row."""
         return [f"{row.check} {row.leaf}" for row in self.rows if row.verdict == FAIL]
@@ -120,23 +130,55 @@ class Report(NamedTuple):
         """The names of the checks with a failed row."""
         return {row.check for row in self.rows if row.verdict == FAIL}
 
+    def causes(self) -> list[str]:
+        """The failures, one per root cause: a leaf's failed first-order rows count once,
+        as `reference+finite_difference x` (`check_layer` prefixes the mode)."""
+        grouped: dict[tuple, list[str]] = {}
+        for row in self.rows:
+            if row.verdict == FAIL:
+                mode, _, check = row.check.rpartition(" ")
+                key = (mode, row.leaf, check in FIRST_ORDER or check)
+                grouped.setdefault(key, []).append(check)
+        return [
+            " ".join(filter(None, (mode, "+".join(checks), leaf)))
+            for (mode, leaf, _), checks in grouped.items()
+        ]
+
     def summary(self) -> str:
-        """One line: the verdict and what failed or was weak."""
+        """One line: the verdict, its causes, and what was weak or partial."""
         if not self.passed:
-            return f"gradcheck failed: {', '.join(self.failing())}"
+            causes, blocked = self.causes(), sum(r.verdict == NOT_RUN for r in self.rows)
+            count = f"{len(causes)} cause{'s' * (len(causes) > 1)}"
+            count += f", {blocked} dependent rows not run" if blocked else ""
+            return f"gradcheck failed: {', '.join(causes)} ({count})"
+        caveats = [f"weak: {'; '.join(self._weak())}"] if self.weak else []
+        partial = [r for r in self.rows if r.verdict == PARTIAL]
+        if partial:
+            leaves = ", ".join(f"{r.check} {r.leaf}" for r in partial)
+            caveats.append(f"partial: {leaves} ({partial[0].note})")
+        return "gradcheck passed" + (f", but {'; '.join(caveats)}" if caveats else "")
+
+    def _weak(self) -> list[str]:
         weak = [f"{r.check} {r.leaf}" for r in self.rows if r.verdict == WEAK]
-        weak += [n for n in self.notes if _is_weak(n)]
-        return f"gradcheck passed, but weak: {'; '.join(weak)}" if weak else "gradcheck passed"
+        return weak + [n for n in self.notes if _is_weak(n)]
 
     def __str__(self) -> str:
         header = ["check", "leaf", "shape", "verdict", "max rel err", "worst at", "rtol", "note"]
         body = [
             [r.check, r.leaf, str(r.shape), r.verdict, _err(r), _index(r.worst),
-             f"{r.rtol:.0e}" if r.rtol else "-", r.note]
+             f"{r.rtol:.0e}" if r.rtol else "-", _note(r)]
             for r in self.rows
         ]  # fmt: skip
         lines = [self.summary(), table(header, body), *self.notes]
         return "\n".join(lines + ([str(self.residuals)] if self.residuals else []))
+
+
+def _note(row: Row) -> str:
+    """The note, after the values at the worst element for a failed row."""
+    if row.verdict not in (FAIL, NOT_RUN) or row.got is None:
+        return row.note
+    values = f"got {row.got:.6g}, expected {row.want:.6g}"
+    return f"{values}; {row.note}" if row.note else values
 
 
 def _is_weak(note: str) -> bool:

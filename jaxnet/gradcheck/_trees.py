@@ -16,18 +16,35 @@ def flat(tree: PyTree) -> list:
     return [x if is_float(x) else None for x in jax.tree_util.tree_leaves(tree)]
 
 
-def draw(key, tree: PyTree, batch: tuple[int, ...] = ()) -> PyTree:
-    """Standard normal leaves like tree's (float0 zeros for non-floating ones)."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    keys = jax.random.split(key, max(len(leaves), 1))
-    return treedef.unflatten([_normal(k, x, batch) for k, x in zip(keys, leaves)])
+def _shape_dtype(x) -> tuple[tuple[int, ...], np.dtype]:
+    """Of an array, a `jax.ShapeDtypeStruct` or a Python number."""
+    if hasattr(x, "dtype") and hasattr(x, "shape"):
+        return tuple(x.shape), np.dtype(x.dtype)
+    return np.shape(x), np.dtype(jnp.result_type(x))
 
 
-def _normal(key, x, batch):
-    shape = (*batch, *jnp.shape(x))
-    if is_float(x):
-        return jax.random.normal(key, shape, jnp.result_type(x))
-    return np.zeros(shape, jax.dtypes.float0)
+def draw(rng: np.random.Generator, tree: PyTree, batch: tuple[int, ...] = ()) -> list:
+    """Standard normal numpy leaves like tree's (None for non-floating ones), flat.
+
+    Drawn on the host: threefry inside the check's program was most of its compile time.
+    """
+    found = []
+    for x in jax.tree_util.tree_leaves(tree):
+        shape, dtype = _shape_dtype(x)
+        floating = jnp.issubdtype(dtype, jnp.inexact)
+        found.append(rng.standard_normal((*batch, *shape)).astype(dtype) if floating else None)
+    return found
+
+
+def unflat(like: PyTree, leaves: list, batch: tuple[int, ...] = ()) -> PyTree:
+    """like's tree holding `leaves` in like's dtypes, None as float0 zeros (autodiff's
+    cotangent and tangent of a non-floating leaf)."""
+    flat_like, treedef = jax.tree_util.tree_flatten(like)
+    return treedef.unflatten([
+        np.zeros((*batch, *_shape_dtype(x)[0]), jax.dtypes.float0) if leaf is None
+        else jnp.asarray(leaf, _shape_dtype(x)[1])
+        for leaf, x in zip(leaves, flat_like)
+    ])  # fmt: skip
 
 
 def zeros_like(tree):
