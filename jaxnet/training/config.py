@@ -6,7 +6,6 @@ error names the flag to change.
 
 import dataclasses
 import functools
-import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -115,28 +114,22 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _type_error(name: str, value, expected: str) -> ValueError:
-    return ValueError(f"--{name}={value!r} must be {expected}, not {type(value).__name__}.")
+def _as_value_error(check: Callable) -> Callable[[str, Any], Any]:
+    """check(value, "--name") with its TypeError raised as ValueError, as Config's others."""
 
+    def checked(name: str, value):
+        try:
+            return check(value, f"--{name}")
+        except TypeError as e:
+            raise ValueError(str(e)) from None
 
-def _bool(name: str, value) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    raise _type_error(name, value, "True or False")
+    return checked
 
 
 def _int(name: str, value) -> int:
     if _is_int(value):
         return int(value)
-    raise _type_error(name, value, "an int")
-
-
-def _float(name: str, value) -> float:
-    if not (_is_int(value) or isinstance(value, (float, np.floating))):
-        raise _type_error(name, value, "a number")
-    if not math.isfinite(value):
-        raise ValueError(f"--{name}={value} must be a finite number.")
-    return float(value)
+    raise ValueError(f"--{name}={value!r} must be an int, not {type(value).__name__}.")
 
 
 def _string(name: str, value) -> str:
@@ -167,10 +160,10 @@ _TYPES: dict[str, Callable[[str, Any], Any]] = {
     **dict.fromkeys(("dataset", "loss", "init", "optimizer", "schedule", "augment",
                      "activation", "norm", "grad"), _string),
     **dict.fromkeys(("learning_rate", "weight_decay", "label_smoothing", "clip_grad_norm",
-                     "dropout", "validation_fraction"), _float),
+                     "dropout", "validation_fraction"), _as_value_error(_checks.number)),
     **dict.fromkeys(("batch_size", "epochs", "seed", "checkpoint_every", "stop_after_epoch"),
                     _int),
-    **dict.fromkeys(("download", "resume"), _bool),
+    **dict.fromkeys(("download", "resume"), _as_value_error(_checks.boolean)),
     "hidden": _widths,
     "data_dir": _folder,
 }  # fmt: skip
