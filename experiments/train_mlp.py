@@ -44,7 +44,9 @@ _LABEL_SMOOTHING = flags.DEFINE_float(
 )  # fmt: skip
 _GRAD = flags.DEFINE_enum("grad", "fused", list(jaxnet.network.GRADS), "Which gradient.")
 _INIT = flags.DEFINE_enum("init", None, sorted(jaxnet.initializers.INITIALIZERS), "Weight init.")
-_OPTIMIZER = flags.DEFINE_string("optimizer", None, "Any optax optimizer by name, e.g. adam.")
+_OPTIMIZER = flags.DEFINE_string(
+    "optimizer", None, f"The optax optimizer, one of: {', '.join(loop.OPTIMIZERS)}."
+)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", None, "Peak step size.", lower_bound=0.0)
 _SCHEDULE = flags.DEFINE_enum(
     "schedule", None, list(loop.SCHEDULES), "Learning-rate schedule over the whole run."
@@ -74,7 +76,7 @@ _VALIDATION = flags.DEFINE_float(
     "validation_fraction", 0.0, "Hold out this fraction of the training set and report "
     "accuracy on it each epoch.", lower_bound=0.0, upper_bound=0.5,
 )  # fmt: skip
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed for init and shuffling.")
+_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed for init and shuffling.", lower_bound=0)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/train_mlp", "Where outputs go.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
     "checkpoint_every", 1, "Write a checkpoint every N epochs (and at the end); 0: only at "
@@ -118,11 +120,16 @@ def _known_optimizer(name):
 
 flags.register_validator("hidden", _positive_widths, "--hidden must list positive integers.")
 flags.register_validator("optimizer", _known_optimizer)
+flags.register_validator(
+    "output_dir", bool, "--output_dir must name a folder; '' would write into the current one."
+)
 
 
 def config_from_flags() -> job.Config:
     """The run's settings: flags given on the command line, else the dataset's defaults."""
     given = {k: f.value for k, f in _FLAGS.items() if f.present}
+    if "hidden" in given:  # a list of strings, each an int (the validator checked)
+        given["hidden"] = tuple(int(w) for w in given["hidden"])
     return job.Config.for_dataset(
         _DATASET.value, **given, grad=_GRAD.value, seed=_SEED.value,
         validation_fraction=_VALIDATION.value, data_dir=_DATA_DIR.value,

@@ -27,7 +27,9 @@ _GRAD = flags.DEFINE_enum(
     "manual: forward_and_backward plus a hand-written update (the lesson's numpy code); "
     "fused/ops/autodiff: jax.grad of jaxnet.mlp_loss(grad=...).",
 )
-_OPTIMIZER = flags.DEFINE_string("optimizer", "sgd", "sgd, adam, or any optax optimizer by name.")
+_OPTIMIZER = flags.DEFINE_string(
+    "optimizer", "sgd", f"sgd, adam, or another optax optimizer: {', '.join(loop.OPTIMIZERS)}."
+)
 _LEARNING_RATE = flags.DEFINE_float(
     "learning_rate", None, "Step size; default 1e-6 for sgd, 1e-4 otherwise (as the lesson).",
     lower_bound=0.0,

@@ -5,6 +5,7 @@ Shape and dtype checks read static shapes, so they run at trace time and work un
 skipped, and the losses return NaN for out-of-range labels instead.
 """
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -41,6 +42,63 @@ def label_smoothing(value, loss: str = "cross_entropy") -> float:
             f"label_smoothing={value} applies to loss 'cross_entropy' only, not {loss!r}."
         )
     return value
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def number(value, what: str) -> float:
+    """value as a Python float: a finite real number (or a 0-d array of one), not a bool or
+    a string.
+
+    Raises:
+      TypeError: value is not a real number.
+      ValueError: value is NaN or infinite.
+    """
+    scalar = is_concrete(value) and not isinstance(value, (str, bytes)) and np.ndim(value) == 0
+    if not scalar or np.asarray(value).dtype.kind not in "iuf":  # b: a bool, c: complex
+        raise TypeError(f"{what}={value!r} must be a real number, not {type(value).__name__}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{what}={value} must be finite.")
+    return value
+
+
+def positive_int(value, what: str) -> int:
+    """value as a Python int >= 1; a bool is refused (True would be 1)."""
+    if _is_bool(value) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what}={value!r} must be a positive int.")
+    return int(value)
+
+
+def boolean(value, what: str) -> bool:
+    """value as a Python bool; anything else (1, "no") is refused."""
+    if not _is_bool(value):
+        raise TypeError(f"{what}={value!r} must be True or False, not {type(value).__name__}.")
+    return bool(value)
+
+
+def prng_key(key, what: str) -> None:
+    """Raises TypeError unless key is a PRNG key: typed (jax.random.key) or raw uint32
+    (jax.random.PRNGKey). An integer seed is not a key."""
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    if not typed and (dtype != np.uint32 or np.ndim(key) < 1):
+        shown = repr(key) if dtype is None else f"an array of {dtype} {np.shape(key)}"
+        raise TypeError(
+            f"{what}: key={shown} is not a PRNG key; pass key=jax.random.key(0) (or a key "
+            "split from one), not an integer seed."
+        )
+
+
+def nonempty_batch(x: ArrayLike, what: str) -> None:
+    """Raises ValueError unless x has at least one row: a mean over none is 0/0 = NaN."""
+    if np.ndim(x) >= 1 and np.shape(x)[0] == 0:
+        raise ValueError(
+            f"{what}: x has shape {np.shape(x)}, an empty batch: its mean loss would be NaN "
+            "(0/0) and every gradient 0. Pass at least one example."
+        )
 
 
 def is_concrete(x: ArrayLike) -> bool:

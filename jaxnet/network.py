@@ -145,6 +145,9 @@ def check_call(net: Layer, params, state, x, y, loss, label_smoothing=0.0, *, tr
     """The checks `network_loss` makes, at trace time: (the Loss, the output's spec)."""
     layers.core.require_layer(net)
     rule = losses.get(loss, label_smoothing)
+    _checks.nonempty_batch(x, f"network_loss {rule.name!r}")
+    if key is not None:
+        _checks.prng_key(key, "network_loss")
     out = _output_spec(net, params, state, x, train=train, key=key)
     check_params(net, params, x)
     rule.check(out.shape, y, out.dtype, f"network_loss {rule.name!r}")

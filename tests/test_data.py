@@ -10,6 +10,8 @@ import pickletools
 import shlex
 import struct
 import threading
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,45 @@ def test_truncated_gzip_is_refused(tmp_path):
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(data.DataError, match="train-images.*truncated gzip"):
         data.load_idx_folder(folder, "mnist")
+
+
+def _gzip_bomb(header: bytes, mebibytes: int) -> bytes:
+    """gzip of header then `mebibytes` MiB of zeros, made a MiB at a time."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip stream
+    parts = [packer.compress(header)]
+    parts += [packer.compress(bytes(1 << 20)) for _ in range(mebibytes)]
+    return b"".join([*parts, packer.flush()])
+
+
+def test_a_gzip_bomb_is_refused_after_reading_what_the_header_declares(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(_gzip_bomb(_header([0, 0, 8, 3], 7, 28, 28), 64))
+    tracemalloc.start()
+    try:
+        with pytest.raises(data.DataError, match=r"idx3-ubyte.gz: .*\(7, 28, 28\).*holds more"):
+            data.read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # the whole file unpacks to 64 MiB
+
+
+def test_a_pickle_bomb_stops_at_the_size_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_MAX_BYTES", 4 << 20)
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(_gzip_bomb(b"", 16))
+    with pytest.raises(data.DataError, match="mnist.pkl.gz: holds more than 4 MiB unpacked"):
+        data.load_pickle(path)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("dims", [(2**32 - 1,) * 3, (60000, 28, 28, 28, 28)])
+def test_absurd_idx_dims_are_refused_naming_the_file(tmp_path, gz, dims):
+    raw = _header([0, 0, 8, len(dims)], *dims) + bytes(100)
+    path = tmp_path / ("t10k-images-idx3-ubyte" + (".gz" if gz else ""))
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    with pytest.raises(data.DataError, match=r"t10k-images-idx3-ubyte.*more than 1024 MiB"):
+        data.read_idx(path)
 
 
 def test_missing_files_are_named(tmp_path):
@@ -317,6 +358,30 @@ def test_npz(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(data.DataError, match="junk.npz: is not a readable"):
         data.load_npz(tmp_path / "junk.npz")
+
+
+def _write_npz(path: Path) -> bytes:
+    arrays = dict(x_train=np.zeros((4, 28, 28), np.uint8), y_train=np.arange(4),
+                  x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.arange(2))  # fmt: skip
+    np.savez_compressed(path, **arrays)
+    return path.read_bytes()
+
+
+def test_a_truncated_or_bit_flipped_npz_is_refused(tmp_path):
+    path = tmp_path / "mnist.npz"
+    good = _write_npz(path)
+    flipped = bytearray(good)
+    flipped[len(good) // 3] ^= 0x10  # inside the first array's deflate stream
+    for broken in (good[: len(good) // 2], bytes(flipped)):
+        path.write_bytes(broken)
+        with pytest.raises(data.DataError, match=r"mnist.npz: is not a readable .npz.*again"):
+            data.load_npz(path)
+
+
+def test_a_npy_file_is_refused_as_no_npz(tmp_path):
+    np.save(tmp_path / "mnist.npy", np.zeros((4, 784), np.uint8))
+    with pytest.raises(data.DataError, match=r"mnist.npy: is a single .npy array.*numpy.savez"):
+        data.load_npz(tmp_path / "mnist.npy")
 
 
 def test_load_looks_in_data_dir_then_cache(tmp_path, monkeypatch):

@@ -432,6 +432,34 @@ def test_bad_input_names_the_layer():
         L.residual(L.dense(3)).init(jax.random.key(0), (2, 4))
 
 
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda: L.dense(True), ValueError, "dense: features=True must be a positive int"),
+        (lambda: L.dense(4, bias="no"), TypeError, "dense: bias='no' must be True or False"),
+        (lambda: L.embedding(5, False), ValueError, "embedding: features=False must be a positive"),
+        (lambda: L.general_relu(leak=float("nan")), ValueError, "leak=nan must be finite"),
+        (lambda: L.general_relu(maxv="6"), TypeError, "maxv='6' must be a real number, not str"),
+        (lambda: L.leaky_relu(float("inf")), ValueError, "negative_slope=inf must be finite"),
+        (lambda: L.batch_norm(eps=-1), ValueError, r"batch_norm: eps=-1.0 must be > 0"),
+        (lambda: L.batch_norm(momentum=None), TypeError, "momentum=None must be a real number"),
+        (lambda: L.layer_norm(eps=0.0), ValueError, r"layer_norm: eps=0.0 must be > 0"),
+        (lambda: L.dropout("0.5"), TypeError, "dropout: rate='0.5' must be a real number, not str"),
+        (lambda: L.dropout(True), TypeError, "dropout: rate=True must be a real number, not bool"),
+        (lambda: L.dropout(float("nan")), ValueError, "dropout: rate=nan must be finite"),
+        (lambda: L.bernoulli_gate(init_logit=[1.0]), TypeError, "init_logit=.* a real number"),
+    ],
+)
+def test_nonsense_constructor_arguments_are_refused_naming_the_layer(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_a_zero_width_input_is_refused_by_dense_init():
+    with pytest.raises(L.LayerError, match=r"dense: input_shape=\(8, 0\) has no features"):
+        L.serial(L.dense(4)).init(jax.random.key(0), (8, 0))
+
+
 def test_dense_takes_a_callable_initializer_and_bias_false_has_no_b():
     init = jax.nn.initializers.constant(0.5)
     _, params, _ = L.dense(3, bias=False, init=init).init(jax.random.key(0), (2, 4))

@@ -214,3 +214,55 @@ def test_the_mlp_is_a_network_and_mlp_loss_is_network_loss():
     assert state == {}
     _, again, _ = net.init(jax.random.key(0), (4, 5))
     chex_close(again, params, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------- hostile input
+
+_EMPTY = "an empty batch: its mean loss would be NaN"
+
+
+def _dense_params(*sizes):
+    """Params of dense layers built by hand: init would compile for seconds."""
+    return [{"w": jnp.ones((m, n)), "b": jnp.zeros(n)} for m, n in zip(sizes, sizes[1:])]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_an_empty_batch_is_refused_not_a_nan_loss(jit):
+    params, x, labels = _dense_params(3, 4, 2), jnp.zeros((0, 3)), jnp.zeros(0, jnp.int32)
+    loss = functools.partial(jaxnet.mlp_loss, loss="cross_entropy")
+    with pytest.raises(ValueError, match=r"x has shape \(0, 3\), " + _EMPTY):
+        (jax.jit(loss) if jit else loss)(params, x, labels)
+    with pytest.raises(ValueError, match=_EMPTY):
+        jaxnet.forward_and_backward(params, x, jnp.zeros((0, 2)))
+    with pytest.raises(ValueError, match=_EMPTY):
+        network.network_loss(L.serial(L.dense(2)), _dense_params(3, 2), [{}], x, labels,
+                             loss="cross_entropy")  # fmt: skip
+
+
+def test_an_integer_key_is_refused_saying_to_pass_a_prng_key():
+    net = L.serial(L.dense(4), L.dropout(0.5), L.dense(2))
+    params, state = [*_dense_params(3, 4)[:1], {}, *_dense_params(4, 2)], [{}, {}, {}]
+    x, y = jnp.ones((8, 3)), jnp.zeros(8, jnp.int32)
+    run = functools.partial(network.network_loss, net, params, state, x, y, loss="cross_entropy")
+    for key in (0, jnp.arange(2)):
+        with pytest.raises(TypeError, match=r"network_loss: key=.* pass key=jax.random.key\(0\)"):
+            run(key=key)
+    with pytest.raises(TypeError, match=r"dropout: key=0 is not a PRNG key"):
+        L.dropout(0.5).forward({}, {}, x, train=True, key=0)
+    for key in (jax.random.key(1), jax.random.PRNGKey(1)):  # typed, or the raw uint32 kind
+        assert L.dropout(0.5).forward({}, {}, x, train=True, key=key)[0].shape == x.shape
+
+
+def test_an_embedding_id_outside_the_table_is_clamped_under_jit_as_documented():
+    layer, table = L.embedding(5, 2), jnp.arange(10.0).reshape(5, 2)
+
+    def forward_and_backward(ids):
+        out, residual, _ = layer.forward({"table": table}, {}, ids)
+        return out, layer.backward({"table": table}, residual, jnp.ones_like(out))[0]["table"]
+
+    ids = jnp.array([-1, 0, 4, 9])
+    out, dtable = jax.jit(forward_and_backward)(ids)
+    np.testing.assert_array_equal(out, table[jnp.array([0, 0, 4, 4])])  # -1 reads row 0
+    np.testing.assert_array_equal(dtable[:, 0], [2, 0, 0, 0, 2])  # the same rows collect g
+    with pytest.raises(L.LayerError, match=r"ids must lie in \[0, 5\)"):
+        layer.forward({"table": table}, {}, ids)  # eager: still refused

@@ -304,6 +304,7 @@ PUBLIC = {
     ],
     "jaxnet.timing": ["interleaved_medians", "interleaved_times", "median_seconds", "ratio_spread"],
     "jaxnet.training.loop": [
+        "OPTIMIZERS",
         "SCHEDULES",
         "TrainState",
         "batches_per_epoch",

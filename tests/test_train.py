@@ -1,6 +1,7 @@
 """Training loops: optax by name, the hand SGD, the jitted scan."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,36 @@ def test_make_optimizer_by_name():
         loop.make_optimizer("apply_updates", 1e-3)
     with pytest.raises(ValueError, match="not an optax optimizer"):
         loop.make_optimizer("os.system", 1e-3)
+
+
+@pytest.mark.parametrize(
+    "name", ["lbfgs", "polyak_sgd", "scale_by_adam", "add_decayed_weights", "clip", "ema", None]
+)
+def test_optax_transformations_that_are_no_optimizers_are_refused(name):
+    with pytest.raises(ValueError, match=r"is not an optax optimizer.* Choose one of \['ada"):
+        loop.make_training_optimizer(name, 1e-3, "cosine", 10)
+
+
+def test_the_did_you_mean_hint_names_only_allowed_optimizers():
+    with pytest.raises(ValueError) as info:
+        loop.make_optimizer("lbgfs", 1e-3)
+    assert "did you mean" not in str(info.value) and "lbfgs" not in str(info.value)
+    with pytest.raises(ValueError, match="did you mean") as info:
+        loop.make_optimizer("adamm", 1e-3)
+    hints = re.findall(r"'(\w+)'", str(info.value).split("did you mean")[1].split("?")[0])
+    assert "adam" in hints and set(hints) <= set(loop.OPTIMIZERS)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_every_allowed_optimizer_steps_downhill_on_a_schedule(weight_decay):
+    params = {"w": jnp.full((3, 2), 2.0), "b": jnp.full(2, -1.0)}
+    grads = params  # of sum(p^2) / 2: downhill is toward zero
+    assert {"adam", "adamw", "sgd", "lion"} <= set(loop.OPTIMIZERS)
+    for name in loop.OPTIMIZERS:
+        opt = loop.make_training_optimizer(name, 0.1, "cosine", 10, weight_decay=weight_decay)
+        updates, _ = opt.update(grads, opt.init(params), params)
+        moved = jax.tree_util.tree_map(lambda u, p: float(jnp.sum(u * p)), updates, params)
+        assert all(v < 0 for v in jax.tree_util.tree_leaves(moved)), name
 
 
 def test_hand_sgd_equals_optax_sgd():

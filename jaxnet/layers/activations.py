@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnet import _checks
 from jaxnet.layers import core
 
 
@@ -22,6 +23,7 @@ def relu() -> core.Layer:
 
 def leaky_relu(negative_slope: float = 0.01) -> core.Layer:
     """x for x > 0, negative_slope * x otherwise (lesson 002's LeakyReLU)."""
+    negative_slope = _checks.number(negative_slope, "leaky_relu: negative_slope")
     if not negative_slope > 0:
         raise ValueError(f"leaky_relu: negative_slope={negative_slope} must be > 0 (0 is relu()).")
 
@@ -40,6 +42,8 @@ def general_relu(*, leak: float = 0.0, sub: float = 0.0, maxv: float | None = No
 
     Lesson 003's `Relu` is general_relu(sub=0.5): the shift re-centres the output near 0.
     """
+    leak, sub = _checks.number(leak, "general_relu: leak"), _checks.number(sub, "general_relu: sub")
+    maxv = None if maxv is None else _checks.number(maxv, "general_relu: maxv")
     if leak < 0:
         raise ValueError(f"general_relu: leak={leak} must be >= 0.")
 

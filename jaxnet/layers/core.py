@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnet import _checks
 from jaxnet.typing import Array, ArrayLike, DTypeLike, PyTree
 
 
@@ -115,8 +116,11 @@ def combinator(name: str, init: Callable, compose: Callable, backward: Callable)
     return Layer(init, functools.partial(compose, _own_rules), backward, name, compose=compose)
 
 
-def _split(key, n: int) -> list:
-    return [None] * n if key is None else list(jax.random.split(key, n))
+def _split(key, n: int, name: str = "serial") -> list:
+    if key is None:
+        return [None] * n
+    _checks.prng_key(key, name)
+    return list(jax.random.split(key, n))
 
 
 def _check_list(name: str, value, n: int, what: str, layers) -> None:

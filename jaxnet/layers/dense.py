@@ -2,9 +2,8 @@
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxnet import initializers, ops
+from jaxnet import _checks, initializers, ops
 from jaxnet.layers import core
 from jaxnet.typing import Initializer
 
@@ -13,6 +12,15 @@ def _initializer(init: "str | Initializer") -> Initializer:
     if callable(init):
         return init
     return initializers.get(init)
+
+
+def _fan_in(input_shape) -> int:
+    if not input_shape or input_shape[-1] < 1:
+        raise core.LayerError(
+            f"dense: input_shape={tuple(input_shape)!r} has no features on its last axis; "
+            "expected [..., fan_in] with fan_in >= 1."
+        )
+    return input_shape[-1]
 
 
 def dense(
@@ -29,12 +37,12 @@ def dense(
 
     Params: {"w": [fan_in, fan_out], "b": [fan_out]}.
     """
-    if not isinstance(features, (int, np.integer)) or features < 1:
-        raise ValueError(f"dense: features={features!r} must be a positive int.")
+    features = _checks.positive_int(features, "dense: features")
+    bias = _checks.boolean(bias, "dense: bias")
     w_init = _initializer(init)
 
     def init_fn(key, input_shape, dtype=jnp.float32):
-        fan_in = input_shape[-1]
+        fan_in = _fan_in(input_shape)
         w_key, b_key = jax.random.split(key)
         params = {"w": w_init(w_key, (fan_in, features), dtype)}
         if bias:

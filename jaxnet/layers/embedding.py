@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnet import _checks
 from jaxnet.layers import core
 
 
@@ -12,11 +13,11 @@ def embedding(vocab: int, features: int) -> core.Layer:
 
     Params: {"table": [vocab, features]}, drawn from N(0, 1) as torch.nn.Embedding. The input
     is integer, so its cotangent is None. Ids outside [0, vocab) are refused on the host;
-    under jit they cannot be read and are clamped, as jnp indexing does.
+    under jit they cannot be read, and each is clamped into [0, vocab - 1] (-1 reads row 0,
+    not the last row as negative indexing would), in the forward and the backward alike.
     """
-    for what, value in (("vocab", vocab), ("features", features)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"embedding: {what}={value!r} must be a positive int.")
+    vocab = _checks.positive_int(vocab, "embedding: vocab")
+    features = _checks.positive_int(features, "embedding: features")
 
     def init(key, input_shape, dtype=jnp.float32):
         return (
@@ -39,7 +40,8 @@ def embedding(vocab: int, features: int) -> core.Layer:
                     f"embedding: ids must lie in [0, {vocab}); found values from "
                     f"{values.min()} to {values.max()}."
                 )
-        return params["table"][x], x, state  # residual: the ids
+        ids = jnp.clip(x, 0, vocab - 1)  # a no-op for the ids checked above
+        return params["table"][ids], ids, state  # residual: the clamped ids
 
     def backward(params, ids, g):
         # out[..., :] = table[ids[...], :], so each row of the table collects the cotangents

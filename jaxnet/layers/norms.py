@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnet import _checks
 from jaxnet.layers import core
 
 
@@ -19,11 +20,19 @@ def _check_features(name: str, x, params) -> None:
     core.check_fits(name, x, params["scale"], "scale")
 
 
+def _eps(name: str, eps) -> float:
+    eps = _checks.number(eps, f"{name}: eps")
+    if not eps > 0:
+        raise ValueError(f"{name}: eps={eps} must be > 0: it keeps 1/sqrt(var + eps) finite.")
+    return eps
+
+
 def layer_norm(*, eps: float = 1e-5) -> core.Layer:
     """Normalizes each example over its last axis, then scale * xhat + bias.
 
     Params: {"scale": [features], "bias": [features]}. Residual: xhat and 1/std.
     """
+    eps = _eps("layer_norm", eps)
 
     def forward(params, state, x, *, train=False, key=None):
         del train, key
@@ -63,6 +72,7 @@ def batch_norm(*, momentum: float = 0.1, eps: float = 1e-5) -> core.Layer:
     Params: {"scale", "bias"} [features]; state: {"mean", "var"} [features], which keeps its
     dtype across steps.
     """
+    momentum, eps = _checks.number(momentum, "batch_norm: momentum"), _eps("batch_norm", eps)
     if not 0 <= momentum <= 1:
         raise ValueError(f"batch_norm: momentum={momentum} must lie in [0, 1].")
 

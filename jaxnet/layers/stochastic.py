@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 
+from jaxnet import _checks
 from jaxnet.layers import core
 
 
@@ -12,6 +13,7 @@ def dropout(rate: float) -> core.Layer:
 
     Train mode needs `key`. Residual: the boolean keep-mask.
     """
+    rate = _checks.number(rate, "dropout: rate")
     if not 0 <= rate < 1:
         raise ValueError(f"dropout: rate={rate} must lie in [0, 1).")
 
@@ -25,6 +27,7 @@ def dropout(rate: float) -> core.Layer:
                 "dropout: train mode draws a mask and needs a PRNG key; pass key=... "
                 "(e.g. jax.random.key(0)), or train=False for evaluation."
             )
+        _checks.prng_key(key, "dropout")
         keep = jax.random.bernoulli(key, 1 - rate, x.shape)
         return jnp.where(keep, x / (1 - rate), jnp.zeros_like(x)), keep, state
 
@@ -53,6 +56,8 @@ def bernoulli_gate(*, init_logit: float = 1.0) -> core.Layer:
     Residual: the input and the boolean gates.
     """
 
+    init_logit = _checks.number(init_logit, "bernoulli_gate: init_logit")
+
     def init(key, input_shape, dtype=jnp.float32):
         del key
         params = {"logits": jnp.full((input_shape[-1],), init_logit, dtype)}
@@ -68,6 +73,7 @@ def bernoulli_gate(*, init_logit: float = 1.0) -> core.Layer:
                 "bernoulli_gate: train mode draws the gates and needs a PRNG key; pass "
                 "key=... (e.g. jax.random.key(0)), or train=False for the deterministic gates."
             )
+        _checks.prng_key(key, "bernoulli_gate")
         return jax.random.bernoulli(key, jax.nn.sigmoid(logits), jnp.shape(x))
 
     def forward(params, state, x, *, train=False, key=None):

@@ -6,8 +6,11 @@ error names the flag to change.
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+import numpy as np
 
 from jaxnet import _checks, initializers, layers, network
 from jaxnet.training import data, loop
@@ -54,7 +57,8 @@ class Config:
     """One training run; each field is the command-line flag of the same name.
 
     Built with `Config.for_dataset(name, **overrides)` (the dataset's `DEFAULTS`, then the
-    overrides); every field is checked on construction.
+    overrides). Every field is checked on construction, its type strictly (a bool is no int,
+    a string no number; numpy scalars become Python's) and then its range.
     """
 
     dataset: str = "digits"
@@ -93,10 +97,8 @@ class Config:
         return cls(dataset=dataset, **settings)
 
     def __post_init__(self):
-        try:
-            object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
-        except (TypeError, ValueError):
-            raise ValueError(f"--hidden={self.hidden!r} must list positive widths.") from None
+        for name, convert in _TYPES.items():
+            object.__setattr__(self, name, convert(name, getattr(self, name)))
         for problem in _problems(self):
             raise ValueError(problem)
         _checks.label_smoothing(self.label_smoothing, self.loss)
@@ -106,6 +108,65 @@ class Config:
         fields = dataclasses.asdict(self)
         return {k: list(v) if k == "hidden" else v for k, v in fields.items()
                 if k not in _RUN_FIELDS}  # fmt: skip
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _as_value_error(check: Callable) -> Callable[[str, Any], Any]:
+    """check(value, "--name") with its TypeError raised as ValueError, as Config's others."""
+
+    def checked(name: str, value):
+        try:
+            return check(value, f"--{name}")
+        except TypeError as e:
+            raise ValueError(str(e)) from None
+
+    return checked
+
+
+def _int(name: str, value) -> int:
+    if _is_int(value):
+        return int(value)
+    raise ValueError(f"--{name}={value!r} must be an int, not {type(value).__name__}.")
+
+
+def _string(name: str, value) -> str:
+    if isinstance(value, str) and value:
+        return value
+    raise ValueError(
+        f"--{name}={value!r} must be a non-empty string, e.g. {getattr(Config, name)!r}."
+    )
+
+
+def _folder(name: str, value) -> str | None:
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if value is None or (isinstance(path, str) and path):
+        return path
+    raise ValueError(f"--{name}={value!r} must be a folder's path, or None for the default places.")
+
+
+def _widths(name: str, value) -> tuple[int, ...]:
+    ok = isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) > 0
+    if ok and all(_is_int(w) and w > 0 for w in value):
+        return tuple(int(w) for w in value)
+    shown = list(value) if isinstance(value, (list, tuple)) else value
+    raise ValueError(f"--{name}={shown!r} must list positive widths (ints), e.g. (256, 128).")
+
+
+# Each field's type check, which also converts numpy scalars to Python's own.
+_TYPES: dict[str, Callable[[str, Any], Any]] = {
+    **dict.fromkeys(("dataset", "loss", "init", "optimizer", "schedule", "augment",
+                     "activation", "norm", "grad"), _string),
+    **dict.fromkeys(("learning_rate", "weight_decay", "label_smoothing", "clip_grad_norm",
+                     "dropout", "validation_fraction"), _as_value_error(_checks.number)),
+    **dict.fromkeys(("batch_size", "epochs", "seed", "checkpoint_every", "stop_after_epoch"),
+                    _int),
+    **dict.fromkeys(("download", "resume"), _as_value_error(_checks.boolean)),
+    "hidden": _widths,
+    "data_dir": _folder,
+}  # fmt: skip
 
 
 def _choice(config: Config, name: str, choices) -> str | None:
@@ -132,9 +193,8 @@ def _problems(config: Config) -> Iterator[str]:
         _at_least(config, "clip_grad_norm", 0.0), _at_least(config, "batch_size", 1),
         _at_least(config, "epochs", 1), _at_least(config, "validation_fraction", 0.0, 0.5),
         _at_least(config, "checkpoint_every", 0), _at_least(config, "stop_after_epoch", 0),
+        _at_least(config, "seed", 0, 2**63 - 1),
     ])  # fmt: skip
     if not 0 <= config.dropout < 1:
         yield f"--dropout={config.dropout} must lie in [0, 1)."
-    if not config.hidden or min(config.hidden) < 1:
-        yield f"--hidden={list(config.hidden)} must list positive widths, e.g. 256,128."
     loop.make_optimizer(config.optimizer, 1e-3)  # raises, naming the nearest optimizers

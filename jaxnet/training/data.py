@@ -14,19 +14,22 @@ cache: to a temporary file, checked against the published SHA-256, and renamed o
 Every loader refuses a bad file with a `DataError` naming the file and what is wrong with it.
 """
 
+import functools
 import gzip
 import hashlib
 import http.client
 import io
+import math
 import os
 import pickle
 import struct
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +77,7 @@ _MIRRORS = {
     ),
     "fashion_mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
 }
+_MAX_BYTES = 1 << 30  # the most a data file may hold unpacked; MNIST's largest holds 47 MB
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -115,47 +119,82 @@ def _refuse_html(data: bytes, path) -> bytes:
     return data
 
 
-def _read_bytes(path: str | os.PathLike) -> bytes:
-    """The file's bytes, gunzipped when it is gzip; refuses HTML pages and truncated gzip."""
+def _read_at_most(stream, size: int) -> bytes:
+    """Up to `size` bytes of stream, a block at a time: memory follows what the file holds,
+    not what a header claims."""
+    blocks = []
+    while size > 0 and (block := stream.read(min(size, 1 << 20))):
+        blocks.append(block)
+        size -= len(block)
+    return b"".join(blocks)
+
+
+def _read(path: str | os.PathLike, reader: Callable[[BinaryIO], Any]):
+    """reader(stream) over the file's bytes, gunzipped as they are read when it is gzip.
+
+    Raises:
+      DataError: the file cannot be read, or its gzip stream is damaged or cut short.
+    """
     try:
-        data = _refuse_html(Path(path).read_bytes(), path)
-    except OSError as e:
-        raise _fault(path, f"cannot be read ({e.strerror}).") from None
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return _refuse_html(gzip.decompress(data), path)
-    except (EOFError, OSError, zlib.error) as e:
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            return reader(gzip.GzipFile(fileobj=f, mode="rb") if gzipped else f)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise _fault(path, f"is a damaged or truncated gzip file ({e}); fetch it again.") from None
+    except OSError as e:
+        raise _fault(path, f"cannot be read ({e.strerror or e}).") from None
 
 
-def _parse_idx(data: bytes, path: str | os.PathLike = "<bytes>") -> np.ndarray:
-    """An IDX array from raw bytes, checking the magic number and the header's counts."""
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES or data[3] == 0:
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    """The file's bytes, gunzipped when it is gzip; refuses HTML pages, truncated gzip and
+    more than `_MAX_BYTES` unpacked (a gzip bomb stops there)."""
+    data = _read(path, lambda stream: _read_at_most(stream, _MAX_BYTES + 1))
+    if len(data) > _MAX_BYTES:
+        raise _fault(path, f"holds more than {_MAX_BYTES >> 20} MiB unpacked, more than any "
+                           "dataset jaxnet loads; it is corrupt or not a data file.")  # fmt: skip
+    return _refuse_html(data, path)
+
+
+def _idx_header(stream, path) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and shape an IDX header declares, checking the magic number and the size."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in _IDX_DTYPES or magic[3] == 0:
+        _refuse_html(magic + stream.read(508), path)
         raise _fault(
             path,
-            f"bad IDX magic number {data[:4].hex() or 'missing'}; expected "
+            f"bad IDX magic number {magic.hex() or 'missing'}; expected "
             "00 00 <type> <ndim>, e.g. 00000803 for images, 00000801 for labels.",
         )
-    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
-    if len(data) < 4 + 4 * ndim:
-        raise _fault(path, f"IDX header is cut short: {len(data)} bytes for {ndim} dimensions.")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    payload = len(data) - 4 - 4 * ndim
-    if payload != expected:
-        raise _fault(
-            path,
-            f"IDX header says shape {shape} ({expected} bytes of {dtype}) but "
-            f"the file holds {payload}; the file is truncated or corrupt.",
-        )
-    array = np.frombuffer(data, dtype, offset=4 + 4 * ndim).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))
+    dtype, ndim = np.dtype(_IDX_DTYPES[magic[2]]), magic[3]
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise _fault(path, f"IDX header is cut short: {4 + len(dims)} bytes for {ndim} "
+                           "dimensions; the file is truncated or corrupt.")  # fmt: skip
+    shape = struct.unpack(f">{ndim}I", dims)
+    if math.prod(shape) * dtype.itemsize > _MAX_BYTES:  # Python ints: no overflow
+        raise _fault(path, f"IDX header says shape {shape} of {dtype.name}, more than "
+                           f"{_MAX_BYTES >> 20} MiB; the header is corrupt. Fetch the file "
+                           "again.")  # fmt: skip
+    return dtype, shape
+
+
+def _read_idx_stream(stream, path) -> np.ndarray:
+    """An IDX array, reading no more than its header declares (and one byte to see more)."""
+    dtype, shape = _idx_header(stream, path)
+    expected = math.prod(shape) * dtype.itemsize
+    payload = _read_at_most(stream, expected + 1)
+    if len(payload) != expected:
+        holds = (f"{len(payload)}; the file is truncated or corrupt" if len(payload) < expected
+                 else "more; the file is corrupt or not one IDX array")  # fmt: skip
+        raise _fault(path, f"IDX header says shape {shape} ({expected} bytes of {dtype}) but "
+                           f"the file holds {holds}.")  # fmt: skip
+    return np.frombuffer(payload, dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Reads one IDX file, gzipped or raw."""
-    return _parse_idx(_read_bytes(path), path)
+    """Reads one IDX file, gzipped or raw, unpacking no more than its header declares."""
+    return _read(path, functools.partial(_read_idx_stream, path=path))
 
 
 # --------------------------------------------------------------- checking image sets
@@ -337,15 +376,38 @@ def load_pickle(path: str | os.PathLike, num_classes: int = 10) -> Dataset:
     return Dataset("mnist", x_train, y_train, x_te, y_te, num_classes)
 
 
+# What np.load raises on a damaged .npz: the zip (a flipped compression method: not
+# implemented), the deflate stream, or the .npy header (a shape too large: no memory).
+_BAD_NPZ = (
+    OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile, NotImplementedError, MemoryError,
+)  # fmt: skip
+
+
+def _npz_fault(path, error: Exception) -> DataError:
+    return _fault(path, f"is not a readable .npz file ({error}); it is truncated or corrupt. "
+                        "Fetch it again.")  # fmt: skip
+
+
+def _npz_arrays(path, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """(the arrays of `keys` found in the .npz at path, the keys missing)."""
+    try:
+        opened = np.load(path, allow_pickle=False)
+    except _BAD_NPZ as e:
+        raise _npz_fault(path, e) from None
+    if not isinstance(opened, np.lib.npyio.NpzFile):
+        raise _fault(path, f"is a single .npy array, not an .npz archive of {list(keys)}; "
+                           "save them with numpy.savez(path, x_train=..., ...).")  # fmt: skip
+    with opened as f:
+        try:
+            return {k: f[k] for k in keys if k in f.files}, [k for k in keys if k not in f.files]
+        except _BAD_NPZ as e:
+            raise _npz_fault(path, e) from None
+
+
 def load_npz(path: str | os.PathLike, name: str = "mnist", num_classes: int = 10) -> Dataset:
     """A keras-style .npz with x_train, y_train, x_test, y_test (never unpickles objects)."""
     keys = ("x_train", "y_train", "x_test", "y_test")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in keys if k not in f.files]
-            arrays = {k: f[k] for k in keys if k in f.files}
-    except (OSError, ValueError, EOFError, zlib.error) as e:
-        raise _fault(path, f"is not a readable .npz file ({e}).") from None
+    arrays, missing = _npz_arrays(path, keys)
     if missing:
         raise _fault(path, f"has no array {missing[0]!r}; expected the keys {list(keys)}.")
     x_train, y_train = _split(arrays["x_train"], arrays["y_train"], (path, path), num_classes)

@@ -2,6 +2,7 @@
 
 import difflib
 import functools
+import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -15,7 +16,15 @@ from jaxnet.layers import Layer
 from jaxnet.training import parallel
 from jaxnet.typing import Array, Params, PyTree
 
-_COMMON_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "lamb", "lion", "nadam")
+# The optax optimizers that train a network from a gradient and a learning rate (which may
+# be a schedule). Left out: the other optax transformations (scale_by_*, clip, ema, freeze,
+# add_decayed_weights, ...), lbfgs and polyak_sgd (they need the loss value), noisy_sgd (a
+# key), and sm3 and rprop (no schedule).
+OPTIMIZERS = tuple(name for name in (
+    "adabelief", "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamaxw", "adamw",
+    "adan", "amsgrad", "lamb", "lars", "lion", "nadam", "nadamw", "novograd", "radam",
+    "rmsprop", "sgd", "yogi",
+) if hasattr(optax, name))  # fmt: skip
 
 
 def hand_sgd(learning_rate: float) -> optax.GradientTransformation:
@@ -28,25 +37,39 @@ def hand_sgd(learning_rate: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make_optimizer(name: str, learning_rate: float, **kwargs) -> optax.GradientTransformation:
-    """The optax optimizer called `name` (e.g. "sgd", "adam", "adamw"), at learning_rate.
+def _allowed(name: str) -> str:
+    """Returns `name` if it is one of `OPTIMIZERS`.
 
     Raises:
-      ValueError: `name` is not an optax optimizer, with the nearest names.
+      ValueError: any other name or value, with the nearest allowed names.
     """
-    factory = getattr(optax, name, None) if name.isidentifier() else None
-    try:
-        optimizer = factory(learning_rate, **kwargs) if callable(factory) else None
-    except TypeError:
-        optimizer = None
-    if not isinstance(optimizer, optax.GradientTransformation):
-        near = difflib.get_close_matches(name, dir(optax), n=3)
-        raise ValueError(
-            f"optimizer {name!r} is not an optax optimizer taking a learning rate"
-            + (f"; did you mean {near}?" if near else "")
-            + f" Common choices: {list(_COMMON_OPTIMIZERS)}."
-        )
-    return optimizer
+    if isinstance(name, str) and name in OPTIMIZERS:
+        return name
+    near = difflib.get_close_matches(name, OPTIMIZERS, n=3) if isinstance(name, str) else []
+    raise ValueError(
+        f"optimizer {name!r} is not an optax optimizer that jaxnet trains with"
+        + (f"; did you mean {near}?" if near else ".")
+        + f" Choose one of {list(OPTIMIZERS)}."
+    )
+
+
+def make_optimizer(name: str, learning_rate, **kwargs) -> optax.GradientTransformation:
+    """The optax optimizer called `name` (one of `OPTIMIZERS`), at learning_rate.
+
+    Args:
+      name: e.g. "sgd", "adam", "adamw".
+      learning_rate: a float or an optax schedule.
+      **kwargs: passed on to the optax factory, e.g. weight_decay.
+
+    Raises:
+      ValueError: `name` is not one of `OPTIMIZERS`, with the nearest names.
+    """
+    return getattr(optax, _allowed(name))(learning_rate, **kwargs)
+
+
+def _takes_weight_decay(name: str) -> bool:
+    """Whether the optimizer `name` takes a weight_decay of its own (adamw, lion, lamb, ...)."""
+    return "weight_decay" in inspect.signature(getattr(optax, _allowed(name))).parameters
 
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
@@ -93,10 +116,9 @@ def make_training_optimizer(
 def _decayed(name: str, lr: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
     if not weight_decay:
         return make_optimizer(name, lr)
-    try:
+    if _takes_weight_decay(name):
         return make_optimizer(name, lr, weight_decay=weight_decay)
-    except ValueError:
-        return optax.chain(optax.add_decayed_weights(weight_decay), make_optimizer(name, lr))
+    return optax.chain(optax.add_decayed_weights(weight_decay), make_optimizer(name, lr))
 
 
 def fit_full_batch(
