@@ -56,6 +56,10 @@ def _nonfinite_leaves(state: loop.TrainState) -> list[str]:
     ]
 
 
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
+
+
 def save(
     path: str | os.PathLike,
     state: loop.TrainState,
@@ -82,9 +86,8 @@ def save(
     bad = [] if allow_nonfinite else _nonfinite_leaves(state)
     if bad:
         raise CheckpointError(
-            f"refusing to write {path}: non-finite values (NaN or inf) in {', '.join(bad[:4])}"
-            f"{' ...' if len(bad) > 4 else ''}; the previous checkpoint is kept. Pass "
-            "allow_nonfinite=True to save them all the same."
+            f"refusing to write {path}: non-finite values (NaN or inf) in {_listed(bad)}; the "
+            "previous checkpoint is kept. Pass allow_nonfinite=True to save them all the same."
         )
     arrays = {f"leaf_{i:05d}": leaf for i, leaf in enumerate(_flat(state))}
     buffer = io.BytesIO()
@@ -154,10 +157,9 @@ def _fit(path, leaves: list[np.ndarray], meta: dict, template, allow_nonfinite: 
     bad = [] if allow_nonfinite else _nonfinite_leaves(state)
     if bad:
         raise CheckpointError(
-            f"{path}: holds non-finite values (NaN or inf) in {', '.join(bad[:4])}"
-            f"{' ...' if len(bad) > 4 else ''}, which save never writes: the file was damaged "
-            "or written by other code. Delete it to resume from the checkpoint before it, or "
-            "start afresh."
+            f"{path}: holds non-finite values (NaN or inf) in {_listed(bad)}, which save never "
+            "writes: the file was damaged or written by other code. Delete it to resume from "
+            "the checkpoint before it, or start afresh."
         )
     return state, meta
 

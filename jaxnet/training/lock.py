@@ -73,7 +73,8 @@ def _holder(path: Path) -> dict | None:
         return None
     except (OSError, ValueError) as e:
         record = e
-    if not isinstance(record, dict) or not isinstance(record.get("pid"), int):
+    pid = record.get("pid") if isinstance(record, dict) else None
+    if not (isinstance(pid, int) and pid > 0):
         raise FolderLocked(f"{path} is not a jaxnet lock ({record!r:.60}); if no run uses "
                            f"{path.parent}, delete it.")  # fmt: skip
     return record
