@@ -4,19 +4,24 @@ r"""Trains an MLP with a hand-derived VJP on a real dataset, driven by optax.
   python -m experiments.train_mlp --dataset=fashion_mnist  # the tuned Fashion-MNIST run
   python -m experiments.train_mlp --dataset=mnist --data_dir=~/data/mnist
   python -m experiments.train_mlp --loss=mse --hidden=50   # lesson 003: mse on the label value
-  python -m experiments.train_mlp --resume                 # go on from the last checkpoint
+  python -m experiments.train_mlp --overwrite              # discard the run there, train afresh
 
 Each dataset has tuned defaults (`jaxnet.training.config.DEFAULTS`), used for every flag left
 unset. The work is `jaxnet.training.job.train_and_evaluate`; this script turns flags into its
 `Config`, prints its progress and draws the curves. Writes to --output_dir: metrics.jsonl
-(one record per epoch), summary.json, curves.png, checkpoint.npz and checkpoint.1.npz (the
-one before). Runs on every device (a global batch is split over them), and on several
-processes with --coordinator_address, --num_processes and --process_id.
+(one record per epoch, with the validation split's figures), summary.json (with the test
+set's, measured once at the end), curves.png, checkpoint.npz and checkpoint.1.npz (the one
+before). Runs on every device (a global batch is split over them), and on several processes
+with --coordinator_address, --num_processes and --process_id.
 
-A non-finite training loss stops the run with a non-zero exit status, and no checkpoint is
-written over; Ctrl-C or SIGTERM stops after the epoch under way, with a checkpoint.
+One run per --output_dir: while a run works there, another is refused. The same command run
+again resumes an unfinished run, or prints a finished run's summary and exits 0; other flags
+on an existing run are refused, naming them (--overwrite replaces the run). A non-finite
+training loss stops the run with a non-zero exit status, and no checkpoint is written over;
+Ctrl-C or SIGTERM stops after the epoch under way, with a checkpoint.
 """
 
+import math
 import sys
 from pathlib import Path
 
@@ -73,19 +78,32 @@ _WEIGHT_DECAY = flags.DEFINE_float(
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Global batch size.", lower_bound=1)
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Epochs to train.", lower_bound=1)
 _VALIDATION = flags.DEFINE_float(
-    "validation_fraction", 0.0, "Hold out this fraction of the training set and report "
-    "accuracy on it each epoch.", lower_bound=0.0, upper_bound=0.5,
+    "validation_fraction", None, "Hold out this fraction of the training set (the same "
+    "examples whatever --seed) and report loss and accuracy on it each epoch; the test set is "
+    "measured once, at the end. Default: the dataset's (digits 0.1, MNIST and Fashion-MNIST "
+    "5000 images, synthetic 0).", lower_bound=0.0, upper_bound=0.5,
 )  # fmt: skip
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed for init and shuffling.", lower_bound=0)
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/train_mlp", "Where outputs go.")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", "runs/train_mlp", "Where outputs go; one run per folder, locked while it "
+    "works there. Run the same command again to resume an unfinished run or show a finished "
+    "one.",
+)  # fmt: skip
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
     "checkpoint_every", 1, "Write a checkpoint every N epochs (and at the end); 0: only at "
     "the end.", lower_bound=0,
 )  # fmt: skip
-_RESUME = flags.DEFINE_boolean("resume", False, "Continue from --output_dir's checkpoint.")
+_RESUME = flags.DEFINE_boolean(
+    "resume", False, "Continue from --output_dir's checkpoint (as a plain re-run does), or "
+    "show the finished run's summary; without a checkpoint, start afresh.",
+)  # fmt: skip
+_OVERWRITE = flags.DEFINE_boolean(
+    "overwrite", False, "Discard the run in --output_dir (its summary, metrics, checkpoints "
+    "and curves; nothing else there) once the gradient check passes, and train afresh.",
+)  # fmt: skip
 _STOP_AFTER = flags.DEFINE_integer(
     "stop_after_epoch", 0, "Stop after this epoch's checkpoint, as if the run were "
-    "interrupted (to try --resume); 0: never.", lower_bound=0,
+    "interrupted (to try resuming); 0: never.", lower_bound=0,
 )  # fmt: skip
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0, for a run over several processes."
@@ -101,7 +119,8 @@ _FLAGS = {"hidden": _HIDDEN, "loss": _LOSS, "init": _INIT, "optimizer": _OPTIMIZ
           "learning_rate": _LEARNING_RATE, "schedule": _SCHEDULE, "weight_decay": _WEIGHT_DECAY,
           "batch_size": _BATCH_SIZE, "epochs": _EPOCHS, "augment": _AUGMENT,
           "label_smoothing": _LABEL_SMOOTHING, "clip_grad_norm": _CLIP_GRAD_NORM,
-          "activation": _ACTIVATION, "norm": _NORM, "dropout": _DROPOUT}  # fmt: skip
+          "activation": _ACTIVATION, "norm": _NORM, "dropout": _DROPOUT,
+          "validation_fraction": _VALIDATION}  # fmt: skip
 
 
 def _positive_widths(widths):
@@ -131,8 +150,7 @@ def config_from_flags() -> job.Config:
     if "hidden" in given:  # a list of strings, each an int (the validator checked)
         given["hidden"] = tuple(int(w) for w in given["hidden"])
     return job.Config.for_dataset(
-        _DATASET.value, **given, grad=_GRAD.value, seed=_SEED.value,
-        validation_fraction=_VALIDATION.value, data_dir=_DATA_DIR.value,
+        _DATASET.value, **given, grad=_GRAD.value, seed=_SEED.value, data_dir=_DATA_DIR.value,
         download=_DOWNLOAD.value, checkpoint_every=_CHECKPOINT_EVERY.value,
         resume=_RESUME.value, stop_after_epoch=_STOP_AFTER.value,
     )  # fmt: skip
@@ -144,35 +162,46 @@ def say(line: str) -> None:
         print(line, flush=True)
 
 
-def plot_curves(workdir: str | Path) -> Path:
-    """Draws metrics.jsonl's losses and accuracies per epoch into curves.png; its path."""
+def plot_curves(workdir: str | Path) -> Path | None:
+    """Draws metrics.jsonl's losses and accuracies per epoch into curves.png; its path, or
+    None when there are no records."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = job.read_metrics(Path(workdir))
+    if not records:
+        return None
     epochs = [r["epoch"] for r in records]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for key in ("train_loss", "valid_loss", "test_loss"):
         if key in records[0]:
             left.plot(epochs, [float(r[key]) for r in records], label=key)
     for key in ("valid_accuracy", "test_accuracy"):
-        if key in records[0]:
+        if key in records[0] and math.isfinite(records[0][key]):  # NaN: a regression
             right.plot(epochs, [float(r[key]) for r in records], label=key)
     left.set(xlabel="epoch", ylabel="loss", yscale="log")
     right.set(xlabel="epoch", ylabel="accuracy")
-    left.legend()
-    right.legend()
+    for panel in (left, right):
+        if panel.lines:
+            panel.legend()
     fig.tight_layout()
     return Path(common.save_png(fig, Path(workdir) / "curves.png"))
 
 
+def _percent(value) -> str:
+    finite = isinstance(value, (int, float)) and math.isfinite(value)
+    return f"{100 * value:.2f}%" if finite else "n/a (regression)"
+
+
 def _final_line(summary: dict) -> str:
-    accuracy = summary["test_accuracy"]
-    shown = f"{100 * accuracy:.2f}%" if accuracy == accuracy else "n/a (regression)"
-    return (f"test accuracy {shown}, test loss {summary['test_loss']:.4f}, "
-            f"{summary['wall_seconds']:.1f}s; wrote {_OUTPUT_DIR.value}")  # fmt: skip
+    """The summary in one line: test figures, validation accuracy if any, time, folder."""
+    valid = summary.get("valid_accuracy")  # absent from summaries written before it
+    shown = "" if valid is None else f", valid accuracy {_percent(valid)}"
+    return (f"test accuracy {_percent(summary['test_accuracy'])}, test loss "
+            f"{float(summary['test_loss']):.4f}{shown}, {summary['wall_seconds']:.1f}s; "
+            f"wrote {_OUTPUT_DIR.value}")  # fmt: skip
 
 
 def main(argv):
@@ -182,13 +211,14 @@ def main(argv):
         if _COORDINATOR.value or _NUM_PROCESSES.value > 1:
             parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                 timeout_seconds=_TIMEOUT.value)  # fmt: skip
-        summary = job.train_and_evaluate(config_from_flags(), _OUTPUT_DIR.value, log=say)
+        summary = job.train_and_evaluate(config_from_flags(), _OUTPUT_DIR.value, log=say,
+                                         overwrite=_OVERWRITE.value)  # fmt: skip
     except job.Interrupted as e:
         print(f"train_mlp: {e}", file=sys.stderr)
         sys.exit(128 + e.signum)
     except KeyboardInterrupt:
-        sys.exit(f"train_mlp: stopped at once, with no new checkpoint; the last one in "
-                 f"{_OUTPUT_DIR.value} (if any) goes on with --resume.")  # fmt: skip
+        sys.exit(f"train_mlp: stopped at once, with no new checkpoint; the same command "
+                 f"goes on from the last one in {_OUTPUT_DIR.value} (if any).")  # fmt: skip
     except (ValueError, RuntimeError, OSError) as e:
         sys.exit(f"train_mlp: error: {e}")
     if summary is not None and jax.process_index() == 0:

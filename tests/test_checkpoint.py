@@ -28,8 +28,17 @@ def test_nonfinite_params_or_optimizer_state_are_refused_and_the_old_file_kept(t
         checkpoint.save(path, bad_opt, {"epoch": 2}, keep=2)
     assert path.read_bytes() == good and not (tmp_path / "checkpoint.1.npz").exists()
     checkpoint.save(path, _state(jnp.inf), {"epoch": 3}, allow_nonfinite=True)
-    restored, meta = checkpoint.restore(path, _state())
+    restored, meta = checkpoint.restore(path, _state(), allow_nonfinite=True)
     assert meta == {"epoch": 3} and np.isinf(restored.params["w"]).all()
+
+
+def test_restore_refuses_nonfinite_values_naming_the_file(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save(path, _state(jnp.nan), {"epoch": 1}, allow_nonfinite=True)
+    with pytest.raises(checkpoint.CheckpointError, match=rf"^{path}: holds non-finite .*\['w'\]"):
+        checkpoint.restore(path, _state())
+    with pytest.raises(checkpoint.CheckpointError, match="damaged or written by other code"):
+        checkpoint.restore_newest(path, _state())
 
 
 def test_keep_two_rotates_the_previous_checkpoint(tmp_path):

@@ -98,7 +98,15 @@ PUBLIC = {
         "read_idx",
         "validation_split",
     ],
-    "jaxnet.training.files": ["atomic_writer", "finite", "write_bytes_atomic", "write_json_atomic"],
+    "jaxnet.training.files": [
+        "atomic_writer",
+        "finite",
+        "parse_json",
+        "remove_temporaries",
+        "write_bytes_atomic",
+        "write_json_atomic",
+    ],
+    "jaxnet.training.lock": ["FolderLocked", "LOCK_NAME", "Lock", "acquire"],
     "jaxnet.gradcheck": [
         "Comparison",
         "FiniteDifferenceCheck",

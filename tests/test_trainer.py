@@ -2,24 +2,30 @@
 
 import dataclasses
 import json
+import math
 import os
+import re
+import shutil
 import signal
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from jaxnet.training import checkpoint
+from jaxnet.training import checkpoint, lock
 from jaxnet.training import job as trainer  # the main job; `job` names a built one below
 
 SMALL = dict(epochs=4, hidden=(32,), batch_size=100)  # 1438 examples: a partial last batch
 
 
-def run(workdir: Path, **overrides) -> tuple[dict | None, list[str]]:
+def run(workdir: Path, *, overwrite=False, **overrides) -> tuple[dict | None, list[str]]:
     """(summary, the lines logged) of a digits run with SMALL, then overrides."""
     lines: list[str] = []
     config = trainer.Config.for_dataset("digits", **{**SMALL, **overrides})
-    return trainer.train_and_evaluate(config, workdir, log=lines.append), lines
+    summary = trainer.train_and_evaluate(config, workdir, log=lines.append, overwrite=overwrite)
+    return summary, lines
 
 
 def metrics(workdir: Path) -> list[dict]:
@@ -50,7 +56,9 @@ def test_a_run_writes_summary_metrics_and_two_checkpoints(straight):
     assert s["test_accuracy"] > 0.6 and s["test_loss"] > 0 and s["wall_seconds"] > 0
     assert s["sizes"] == [64, 32, 10] and s["config"]["clip_grad_norm"] == 0.0
     assert "resume" not in s["config"] and s["final"]["epoch"] == 4
+    assert s["valid_accuracy"] == s["final"]["valid_accuracy"] > 0.6 and s["valid_loss"] > 0
     assert [r["epoch"] for r in metrics(straight)] == [1, 2, 3, 4]
+    assert all("valid_loss" in r and "test_loss" not in r for r in metrics(straight))
     files = sorted(p.name for p in straight.iterdir())
     assert files == ["checkpoint.1.npz", "checkpoint.npz", "metrics.jsonl", "summary.json"]
     epochs = [checkpoint.read_meta(straight / f)["epoch"] for f in files[:2]]
@@ -73,20 +81,27 @@ def test_label_smoothing_reaches_the_loss(tmp_path):
     assert smooth["final"]["train_loss"] > 0.86 > plain["final"]["train_loss"]
 
 
-def test_resume_after_a_stop_is_bitwise_the_straight_run(tmp_path, straight):
+def test_the_same_run_again_resumes_bitwise_then_shows_the_summary(tmp_path, straight):
     summary, lines = run(tmp_path, stop_after_epoch=2)
-    assert summary is None and lines[-1] == "stopped after epoch 2; continue with --resume"
+    assert summary is None
+    assert lines[-1] == "stopped after epoch 2; run the same command again to continue"
     assert not (tmp_path / "summary.json").exists()
-    with pytest.raises(ValueError, match="pass --resume"):
-        run(tmp_path)
-    with pytest.raises(ValueError, match=r"\{'batch_size': 100\}, not \{'batch_size': 50\}"):
-        run(tmp_path, batch_size=50, resume=True)
-    with pytest.raises(ValueError, match=r"\{'hidden': \[32\]\}, not \{'hidden': \[16\]\}"):
+    newest = tmp_path / "checkpoint.npz"
+    refusal = (rf"^{re.escape(str(newest))} was written with other flags: --batch_size=100 "
+               r"\(now 50\), --seed=0 \(now 3\)\. Run with its flags to continue it or see its "
+               "summary, add --overwrite")  # fmt: skip
+    with pytest.raises(ValueError, match=refusal):
+        run(tmp_path, batch_size=50, seed=3)
+    with pytest.raises(ValueError, match=r"--hidden=32 \(now 16\)"):
         run(tmp_path, hidden=(16,), resume=True)  # named, before the arrays fail to fit
-    _, lines = run(tmp_path, resume=True)
-    assert lines[0] == f"resumed from {tmp_path / 'checkpoint.npz'} after epoch 2"
+    _, lines = run(tmp_path)  # no --resume: the same command goes on
+    assert lines[0] == f"resumed from {newest} after epoch 2"
     assert metrics(tmp_path) == metrics(straight)
-    assert_same_checkpoint(tmp_path / "checkpoint.npz", straight / "checkpoint.npz")
+    assert_same_checkpoint(newest, straight / "checkpoint.npz")
+    for resume in (False, True):
+        again, lines = run(tmp_path, resume=resume)
+        assert lines == [f"{tmp_path}: already trained; --overwrite to train again"]
+        assert again == json.loads((tmp_path / "summary.json").read_text())
 
 
 def test_an_unreadable_newest_checkpoint_resumes_from_the_older(tmp_path, straight):
@@ -100,7 +115,7 @@ def test_an_unreadable_newest_checkpoint_resumes_from_the_older(tmp_path, straig
     assert_same_checkpoint(newest, straight / "checkpoint.npz")
     for path in checkpoint.rotated_paths(newest, 2):
         path.write_bytes(b"junk")
-    with pytest.raises(checkpoint.CheckpointError, match="no readable checkpoint.*afresh"):
+    with pytest.raises(checkpoint.CheckpointError, match="no readable checkpoint.*--overwrite"):
         run(tmp_path, resume=True)
 
 
@@ -141,7 +156,7 @@ def test_sigterm_checkpoints_the_epoch_and_resume_finishes_the_run(tmp_path, str
             os.kill(os.getpid(), signal.SIGTERM)  # taken between epochs, after this one
 
     config = trainer.Config.for_dataset("digits", **SMALL)
-    with pytest.raises(trainer.Interrupted, match=r"SIGTERM after epoch 2 of 4.*--resume"):
+    with pytest.raises(trainer.Interrupted, match=r"SIGTERM after epoch 2 of 4.*same command"):
         trainer.train_and_evaluate(config, tmp_path, log=log)
     assert checkpoint.read_meta(tmp_path / "checkpoint.npz")["epoch"] == 2
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
@@ -237,3 +252,125 @@ def test_each_network_passes_the_gradient_check_in_train_mode(activation, norm, 
     broken = state._replace(params=[{**state.params[0], "w": state.params[0]["w"] * np.nan},
                                     *state.params[1:]])  # fmt: skip
     assert not trainer.gradient_check(config, job, broken, x, y)[1]  # the check can fail
+
+
+# ------------------------------------------------- the output folder: one run, checked
+
+
+def copy_run(straight: Path, workdir: Path, names=("checkpoint.npz", "metrics.jsonl")) -> Path:
+    """workdir holding copies of the straight run's files `names`."""
+    workdir.mkdir(exist_ok=True)
+    for name in names:
+        shutil.copy(straight / name, workdir / name)
+    return workdir
+
+
+def test_overwrite_replaces_the_run_and_no_other_file(tmp_path, straight):
+    copy_run(straight, tmp_path, ["summary.json", "checkpoint.npz", "checkpoint.1.npz"])
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="--overwrite discards the run that --resume"):
+        run(tmp_path, resume=True, overwrite=True)
+    summary, lines = run(tmp_path, epochs=2, seed=1, overwrite=True)
+    assert lines[1] == (f"--overwrite: removed the earlier run's summary.json, checkpoint.npz, "
+                        f"checkpoint.1.npz from {tmp_path}")  # fmt: skip
+    assert summary["config"]["seed"] == 1 and [r["epoch"] for r in metrics(tmp_path)] == [1, 2]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_the_validation_split_is_carved_from_training_the_same_for_every_seed():
+    split = trainer.prepare(trainer.Config.for_dataset("digits")).arrays
+    other = trainer.prepare(trainer.Config.for_dataset("digits", seed=5)).arrays
+    assert len(split["x_valid"]) == 144 and len(split["x_train"]) == 1438 - 144
+    np.testing.assert_array_equal(split["x_valid"], other["x_valid"])
+    fractions = {k: d["validation_fraction"] for k, d in trainer.run_config.DEFAULTS.items()}
+    assert round(fractions["mnist"] * 60000) == round(fractions["fashion_mnist"] * 60000) == 5000
+    assert fractions["digits"] == 0.1 and fractions["synthetic"] == 0.0
+
+
+def test_a_finished_regression_run_again_gives_its_summary_with_nan_accuracy(tmp_path):
+    from experiments import train_mlp
+
+    config = trainer.Config.for_dataset("synthetic", epochs=3)
+    first = trainer.train_and_evaluate(config, tmp_path)
+    again = trainer.train_and_evaluate(dataclasses.replace(config, resume=True), tmp_path)
+    assert isinstance(again["test_accuracy"], float) and math.isnan(again["test_accuracy"])
+    assert again["test_loss"] == first["test_loss"] and again["valid_loss"] is None
+    assert train_mlp._final_line(again).startswith("test accuracy n/a (regression), test loss ")
+
+
+def _rewrite(path: Path, meta_change=None, nan=False) -> None:
+    """Writes path again with its record changed by meta_change, or its first leaf NaN."""
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["meta_json"]))
+    arrays["meta_json"] = np.array(json.dumps(meta_change(meta) if meta_change else meta))
+    arrays["leaf_00000"] = arrays["leaf_00000"] * (np.nan if nan else 1)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize(
+    "meta_change, nan, message",
+    [
+        (None, True, r"holds non-finite values \(NaN or inf\) in \['params'\]\[0\]\['b'\], "
+                     "which save never writes"),
+        (lambda m: {k: v for k, v in m.items() if k != "epoch"}, False,
+         "its record says epoch None, not one of this run's 1..4; delete it"),
+        (lambda m: {**m, "epoch": 99}, False, "its record says epoch 99, not one of this run's"),
+        (lambda m: {**m, "epoch": "3"}, False, "its record says epoch '3', not one of"),
+        (lambda m: {**m, "config": 3}, False, r"its record holds no run settings \('config'\)"),
+        (lambda m: [m], False, "its record holds no run settings"),
+    ],
+)  # fmt: skip
+def test_a_checkpoint_with_bad_contents_is_refused_naming_it(tmp_path, straight, meta_change,
+                                                               nan, message):  # fmt: skip
+    newest = copy_run(straight, tmp_path) / "checkpoint.npz"
+    _rewrite(newest, meta_change, nan)
+    lines = []
+    with pytest.raises(checkpoint.CheckpointError, match=rf"^{re.escape(str(newest))}: {message}"
+                       ) as caught:  # fmt: skip
+        trainer.train_and_evaluate(trainer.Config.for_dataset("digits", **SMALL), tmp_path,
+                                   log=lines.append)  # fmt: skip
+    assert not any(line.startswith("gradcheck") for line in lines)  # refused before it
+    assert "--overwrite" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_output_dir_that_is_a_file_or_read_only_is_refused_before_training(
+    tmp_path, monkeypatch
+):
+    config, lines = trainer.Config.for_dataset("digits", **SMALL), []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"--output_dir \S+/file is a file, not a folder; choose"):
+        trainer.train_and_evaluate(config, tmp_path / "file", log=lines.append)
+    with pytest.raises(ValueError, match=r"--output_dir \S+/file/sub cannot be created \(Not a"):
+        trainer.train_and_evaluate(config, tmp_path / "file/sub", log=lines.append)
+    (tmp_path / "ro").mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root writes in a folder of mode 0o555: say it is read-only
+        monkeypatch.setattr(trainer.os, "access", lambda path, mode: False)
+    with pytest.raises(ValueError, match=r"--output_dir \S+/ro is read-only; make it writable"):
+        trainer.train_and_evaluate(config, tmp_path / "ro", log=lines.append)
+    assert lines == []
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_runs_stale_lock_and_temporaries_are_cleared(tmp_path, straight):
+    copy_run(straight, tmp_path)  # its last checkpoint, and no summary yet
+    stale = {"pid": _dead_pid(), "host": socket.gethostname(), "token": "x"}
+    (tmp_path / lock.LOCK_NAME).write_text(json.dumps(stale))
+    ours = [".metrics.jsonl.ab12cd34.tmp", ".checkpoint.npz.x_y_z123.tmp",
+            ".summary.json.abcdefgh.tmp", f".{lock.LOCK_NAME}.0123abcd.tmp"]  # fmt: skip
+    theirs = ["notes.tmp", ".metrics.jsonl.tmp", ".other.abcdefgh.tmp", ".metrics.jsonl.ab.tmp"]
+    for name in ours + theirs:
+        (tmp_path / name).write_text("x")
+    summary, lines = run(tmp_path)
+    assert lines[0].endswith("after epoch 4") and len(lines) == 2  # resumed; nothing to train
+    assert (
+        summary["test_accuracy"]
+        == json.loads((straight / "summary.json").read_text())["test_accuracy"]
+    )
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {"checkpoint.npz", "metrics.jsonl", "summary.json", *theirs}

@@ -9,6 +9,8 @@
   data         load("digits" | "mnist" | "fashion_mnist" | "synthetic"), validated readers
   parallel     make_mesh, replicated, sharded_batch, put, initialize (jax.distributed)
   files        atomic writes: write_bytes_atomic, write_json_atomic, atomic_writer, finite
+  lock         one run per folder: acquire (a stale lock of a killed run is taken over),
+               FolderLocked
   _signals     SIGTERM / SIGINT as a flag every process agrees on (internal)
 
 Nothing is imported here: import the module you need, e.g. `from jaxnet.training import data`.

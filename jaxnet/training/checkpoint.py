@@ -4,8 +4,9 @@
 the previous checkpoint or the new one, never half of one. With `keep=2` the checkpoint it
 replaces moves to `<stem>.1.npz` first (as orbax's `max_to_keep`), and `restore_newest`
 falls back to it when the newest cannot be read. `save` refuses non-finite params,
-optimizer state and network state, so a diverged run never replaces a good checkpoint.
-`restore` puts the arrays back into a template state of the same structure.
+optimizer state and network state, so a diverged run never replaces a good checkpoint, and
+`restore` refuses them in turn (such a file was damaged or written by other code). `restore`
+puts the arrays back into a template state of the same structure.
 
 Test hook: the environment variable JAXNET_CHECKPOINT_WRITE_DELAY (seconds) makes `save`
 pause halfway through writing its temporary file, so that a test can kill a process
@@ -55,6 +56,10 @@ def _nonfinite_leaves(state: loop.TrainState) -> list[str]:
     ]
 
 
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
+
+
 def save(
     path: str | os.PathLike,
     state: loop.TrainState,
@@ -81,9 +86,8 @@ def save(
     bad = [] if allow_nonfinite else _nonfinite_leaves(state)
     if bad:
         raise CheckpointError(
-            f"refusing to write {path}: non-finite values (NaN or inf) in {', '.join(bad[:4])}"
-            f"{' ...' if len(bad) > 4 else ''}; the previous checkpoint is kept. Pass "
-            "allow_nonfinite=True to save them all the same."
+            f"refusing to write {path}: non-finite values (NaN or inf) in {_listed(bad)}; the "
+            "previous checkpoint is kept. Pass allow_nonfinite=True to save them all the same."
         )
     arrays = {f"leaf_{i:05d}": leaf for i, leaf in enumerate(_flat(state))}
     buffer = io.BytesIO()
@@ -126,17 +130,20 @@ def read_meta(path: str | os.PathLike) -> dict:
     return _read(path)[1]
 
 
-def restore(path: str | os.PathLike, template: loop.TrainState) -> tuple[loop.TrainState, dict]:
+def restore(
+    path: str | os.PathLike, template: loop.TrainState, *, allow_nonfinite: bool = False
+) -> tuple[loop.TrainState, dict]:
     """(state, meta) read from path, shaped like template (a fresh state of the same run).
 
     Raises:
-      CheckpointError: unreadable, or its arrays do not match the template's shapes and
-        dtypes (it was written by a run with another model or optimizer).
+      CheckpointError: unreadable; its arrays do not match the template's shapes and
+        dtypes (it was written by a run with another model or optimizer); or they hold
+        NaN or inf, unless allow_nonfinite.
     """
-    return _fit(path, *_read(path), template)
+    return _fit(path, *_read(path), template, allow_nonfinite)
 
 
-def _fit(path, leaves: list[np.ndarray], meta: dict, template: loop.TrainState):
+def _fit(path, leaves: list[np.ndarray], meta: dict, template, allow_nonfinite: bool = False):
     want, treedef = jax.tree_util.tree_flatten(template)
     got = [(a.shape, a.dtype) for a in leaves]
     expected = [(np.shape(a), np.asarray(a).dtype) for a in want]
@@ -146,7 +153,15 @@ def _fit(path, leaves: list[np.ndarray], meta: dict, template: loop.TrainState):
             "(another model, optimizer or dtype wrote it); use another --output_dir or the "
             "flags of the run that wrote it."
         )
-    return jax.tree_util.tree_unflatten(treedef, leaves), meta
+    state = jax.tree_util.tree_unflatten(treedef, leaves)
+    bad = [] if allow_nonfinite else _nonfinite_leaves(state)
+    if bad:
+        raise CheckpointError(
+            f"{path}: holds non-finite values (NaN or inf) in {_listed(bad)}, which save never "
+            "writes: the file was damaged or written by other code. Delete it to resume from "
+            "the checkpoint before it, or start afresh."
+        )
+    return state, meta
 
 
 def restore_newest(
@@ -154,6 +169,8 @@ def restore_newest(
     template: loop.TrainState,
     keep: int = 2,
     check: Callable[[dict, Path], None] | None = None,
+    *,
+    allow_nonfinite: bool = False,
 ) -> tuple[loop.TrainState, dict, Path, list[str]]:
     """(state, meta, the file read, why each newer one was skipped): the newest readable one.
 
@@ -164,7 +181,8 @@ def restore_newest(
 
     Raises:
       CheckpointError: none of them is readable, with the reason for each; or the first
-        readable one does not match the template.
+        readable one does not match the template, or holds NaN or inf (unless
+        allow_nonfinite).
     """
     skipped = []
     for candidate in rotated_paths(path, keep):
@@ -177,6 +195,7 @@ def restore_newest(
             continue
         if check is not None:
             check(meta, candidate)
-        return *_fit(candidate, leaves, meta, template), candidate, skipped
+        return *_fit(candidate, leaves, meta, template, allow_nonfinite), candidate, skipped
     found = " ".join(skipped) if skipped else "no checkpoint files."
-    raise CheckpointError(f"no readable checkpoint at {path} or the {keep - 1} before it: {found}")
+    raise CheckpointError(f"no readable checkpoint at {path} or the {keep - 1} before it: {found} "
+                          "Delete them to start afresh.")  # fmt: skip

@@ -1,9 +1,14 @@
-"""Files written atomically: a temporary file in the same folder, then a rename."""
+"""Files written atomically: a temporary file in the same folder, then a rename.
+
+The temporary file of `path` is named `.<path's name>.<8 random characters>.tmp`; a process
+killed mid-write leaves one behind, which `remove_temporaries` deletes.
+"""
 
 import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,9 +40,33 @@ def atomic_writer(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Bin
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """error, or for one that names no file (a full disk: ENOSPC), the same naming path."""
+    if error.filename is not None or error.errno is None:
+        return error
+    return type(error)(error.errno, f"{error.strerror}: could not write {path} (it keeps its "
+                                    "previous contents)")  # fmt: skip
+
+
+def remove_temporaries(folder: str | os.PathLike, names: list[str]) -> list[Path]:
+    """Deletes the temporary files that writes of `names` in folder left behind; their paths.
+
+    Only files named as `atomic_writer` names them (`.<name>.<8 characters>.tmp`) are
+    touched. Call it only while no other process writes there (holding the folder's lock).
+    """
+    pattern = re.compile(rf"\.({'|'.join(map(re.escape, names))})\.[a-z0-9_]{{8}}\.tmp")
+    stale = [p for p in Path(folder).iterdir() if pattern.fullmatch(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -56,6 +85,22 @@ def finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [finite(v) for v in obj]
     return obj
+
+
+def _nonfinite_back(obj: Any) -> Any:
+    """The inverse of `finite`: "inf", "-inf" and "nan" become floats again."""
+    if isinstance(obj, str) and obj in ("inf", "-inf", "nan"):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: _nonfinite_back(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nonfinite_back(v) for v in obj]
+    return obj
+
+
+def parse_json(text: str) -> Any:
+    """Parses JSON written through `finite`, with "nan", "inf" and "-inf" read back as floats."""
+    return _nonfinite_back(json.loads(text))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:

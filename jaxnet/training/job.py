@@ -1,16 +1,24 @@
 """The main training job as a function: `train_and_evaluate(config, workdir) -> summary`.
 
 The flax examples' shape: a frozen, validated `Config` (`jaxnet.training.config`) in, a summary
-out, every file in `workdir`: metrics.jsonl (one record per epoch), summary.json, and
-checkpoint.npz (the newest) with checkpoint.1.npz (the one before). Progress lines go to
-`log`; nothing is printed. A non-finite training loss stops the run (`Diverged`), and
-SIGINT or SIGTERM stops it after the epoch under way, with a checkpoint (`Interrupted`).
+out, every file in `workdir`: metrics.jsonl (one record per epoch, with the validation split's
+figures), summary.json (with the test set's, measured once at the end), and checkpoint.npz
+(the newest) with checkpoint.1.npz (the one before). Progress lines go to `log`; nothing is
+printed.
+
+The folder holds one run: it is locked while a run works there (`lock`), and the same
+command run again resumes an unfinished run or returns a finished run's summary, while other
+flags are refused (`overwrite=True` starts afresh). A non-finite training loss stops the run
+(`Diverged`), and SIGINT or SIGTERM stops it after the epoch under way, with a checkpoint
+(`Interrupted`).
 """
 
+import contextlib
 import json
+import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,11 +27,12 @@ import numpy as np
 
 import jaxnet
 from jaxnet import gradcheck, layers
-from jaxnet.training import _signals, checkpoint, data, files, loop, parallel
+from jaxnet.training import _signals, checkpoint, data, files, lock, loop, parallel
 from jaxnet.training import config as run_config
 
 _CHECKPOINT = "checkpoint.npz"
 _KEEP = 2  # checkpoints kept: the newest and the one before
+_SPLIT_SEED = 0  # the validation split holds the same examples whatever --seed
 Config = run_config.Config  # the run's settings, defined with their defaults in run_config
 
 
@@ -54,7 +63,8 @@ class _Prepared(NamedTuple):
 
 
 def prepare(config: Config) -> _Prepared:
-    """Loads and normalises the data: train (and validation) and test, labels as the loss needs."""
+    """Loads and normalises the data: train, validation (carved from the training set by a
+    fixed shuffle) and test, with labels as the loss needs."""
     ds = data.load(config.dataset, config.data_dir, download_ok=config.download)
     if ds.num_classes == 0 and config.loss != "mse":
         raise ValueError(f"dataset {ds.name!r} has float targets; use --loss=mse.")
@@ -62,7 +72,7 @@ def prepare(config: Config) -> _Prepared:
         raise ValueError(f"--augment=flip mirrors 28x28 images; {ds.name!r} has "
                          f"{ds.x_train.shape[1]} features. Use --augment=none.")  # fmt: skip
     (x, y), (x_valid, y_valid) = data.validation_split(
-        ds.x_train, ds.y_train, config.validation_fraction, seed=config.seed
+        ds.x_train, ds.y_train, config.validation_fraction, seed=_SPLIT_SEED
     )
     normalize = data.fit_normalizer(x)
     label_dtype = np.float32 if config.loss == "mse" else np.int32
@@ -187,8 +197,15 @@ def _diverged(config, epoch: int, before, after, losses, saved: str) -> Diverged
     )  # fmt: skip
 
 
+def _evaluate(job: _Job, state, name: str) -> dict[str, float]:
+    """{name_loss, name_accuracy} of state on a held-out set ("valid" or "test")."""
+    loss, accuracy = jax.device_get(job.evaluate(state.params, state.net_state,
+                                                 *job.eval_sets[name]))  # fmt: skip
+    return {f"{name}_loss": float(loss), f"{name}_accuracy": float(accuracy)}
+
+
 def _run_epoch(config: Config, job: _Job, state, epoch: int, saved: str):
-    """(state, record) after one epoch: train, then evaluate on each held-out set.
+    """(state, record) after one epoch: train, then evaluate on the validation split.
 
     Raises:
       Diverged: a training loss or gradient norm became non-finite.
@@ -200,9 +217,8 @@ def _run_epoch(config: Config, job: _Job, state, epoch: int, saved: str):
         raise error
     record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
     seconds = time.perf_counter() - start
-    for name, arrays in job.eval_sets.items():
-        loss, accuracy = jax.device_get(job.evaluate(after.params, after.net_state, *arrays))
-        record[f"{name}_loss"], record[f"{name}_accuracy"] = float(loss), float(accuracy)
+    if "valid" in job.eval_sets:
+        record.update(_evaluate(job, after, "valid"))
     record["samples_per_second"] = job.n_train / seconds
     return after, record
 
@@ -219,32 +235,102 @@ def _describe(record: dict, epochs: int, devices: int) -> str:
     return "  ".join(parts)
 
 
-# ----------------------------------------------------------------- files and resume
+# ------------------------------------------------------------- the output folder
+
+_SUMMARY, _METRICS, _CURVES = "summary.json", "metrics.jsonl", "curves.png"
+_AFRESH = "pass --overwrite to start afresh, or choose another --output_dir"
 
 
 def read_metrics(workdir: Path, upto_epoch: int | None = None) -> list[dict]:
     """The records of metrics.jsonl, up to an epoch; [] if there is none."""
-    path = Path(workdir) / "metrics.jsonl"
+    path = Path(workdir) / _METRICS
     if not path.is_file():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().splitlines()
+    records = [files.parse_json(line) for line in lines if line.strip()]
     return [r for r in records if upto_epoch is None or r["epoch"] <= upto_epoch]
 
 
 def _write_metrics(workdir: Path, records: list[dict]) -> None:
     text = "".join(json.dumps(files.finite(r), sort_keys=True) + "\n" for r in records)
-    files.write_bytes_atomic(workdir / "metrics.jsonl", text.encode())
+    files.write_bytes_atomic(workdir / _METRICS, text.encode())
+
+
+def _read_summary(workdir: Path) -> dict | None:
+    """summary.json of a finished run; None if absent or unreadable (the run then finishes
+    again from its last checkpoint)."""
+    try:
+        summary = files.parse_json((workdir / _SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(summary, dict) and isinstance(summary.get("config"), dict)
+    return summary if ok else None
+
+
+def _flag(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _check_same_config(config: Config, then: dict, used: Path) -> None:
+    """Refuses a run whose recorded flags differ from config's, naming each difference."""
     defaults = Config().recorded()  # a key an older checkpoint lacks had its default
     now = config.recorded()
-    changed = sorted(k for k in now if then.get(k, defaults[k]) != now[k])
+    changed = [f"--{k}={_flag(then.get(k, defaults[k]))} (now {_flag(now[k])})"
+               for k in sorted(now) if then.get(k, defaults[k]) != now[k]]  # fmt: skip
     if changed:
-        was = {k: then.get(k, defaults[k]) for k in changed}
-        is_now = {k: now[k] for k in changed}
-        raise ValueError(f"--resume: {used} was written with {was}, not {is_now}; resume "
-                         "with the same flags.")  # fmt: skip
+        raise ValueError(f"{used} was written with other flags: {', '.join(changed)}. Run "
+                         "with its flags to continue it or see its summary, add --overwrite "
+                         "to replace it, or choose another --output_dir.")  # fmt: skip
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_meta(config: Config, meta, path: Path) -> None:
+    """Refuses a checkpoint whose record this run cannot go on from, naming the file."""
+    fix = f"delete it to resume from the checkpoint before it, {_AFRESH}"
+    then = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(then, dict):
+        raise checkpoint.CheckpointError(f"{path}: its record holds no run settings "
+                                         f"('config'); it is not train_mlp's. {fix}.")  # fmt: skip
+    _check_same_config(config, then, path)
+    epoch, wall = meta.get("epoch"), meta.get("wall", 0.0)
+    if not (_is_count(epoch) and 1 <= epoch <= config.epochs):
+        raise checkpoint.CheckpointError(f"{path}: its record says epoch {epoch!r}, not one "
+                                         f"of this run's 1..{config.epochs}; {fix}.")  # fmt: skip
+    if not (isinstance(wall, (int, float)) and not isinstance(wall, bool) and wall >= 0):
+        raise checkpoint.CheckpointError(f"{path}: its record says wall {wall!r}, not a "
+                                         f"number of seconds; {fix}.")  # fmt: skip
+
+
+def _newest_meta(workdir: Path) -> tuple[dict, Path] | None:
+    """(record, file) of the newest readable checkpoint, as `restore_newest` would pick it."""
+    for path in checkpoint.rotated_paths(workdir / _CHECKPOINT, _KEEP):
+        if path.is_file():
+            try:
+                return checkpoint.read_meta(path), path
+            except checkpoint.CheckpointError:
+                continue
+    return None
+
+
+def _finished(config: Config, workdir: Path) -> dict | None:
+    """The summary of the run in workdir if it finished (a summary and a checkpoint of its
+    last epoch) with config's flags, else None.
+
+    Raises:
+      ValueError: the run in workdir has other flags, or its newest checkpoint's record is
+        not one this run can go on from.
+    """
+    summary = _read_summary(workdir)
+    if summary is not None:
+        _check_same_config(config, summary["config"], workdir / _SUMMARY)
+    newest = _newest_meta(workdir)
+    if newest is not None:
+        _check_meta(config, *newest)
+    done = newest[0]["epoch"] if newest else 0
+    return summary if done == config.epochs else None
 
 
 def _restore(config: Config, workdir: Path, template, log) -> tuple[Any, int, float]:
@@ -254,36 +340,79 @@ def _restore(config: Config, workdir: Path, template, log) -> tuple[Any, int, fl
         if config.resume:
             log(f"no checkpoint in {workdir}; starting from scratch")
         return None, 0, 0.0
-    if not config.resume:
-        raise ValueError(f"{workdir} holds a checkpoint from an earlier run; pass --resume to "
-                         "continue it, or choose another --output_dir.")  # fmt: skip
 
-    def same_config(meta: dict, used: Path) -> None:
-        _check_same_config(config, meta["config"], used)
+    def check(meta: dict, used: Path) -> None:
+        _check_meta(config, meta, used)
 
     try:
-        state, meta, used, skipped = checkpoint.restore_newest(path, template, _KEEP, same_config)
+        state, meta, used, skipped = checkpoint.restore_newest(path, template, _KEEP, check)
     except checkpoint.CheckpointError as e:
-        raise checkpoint.CheckpointError(f"{e} Remove them to start afresh, or choose another "
-                                         "--output_dir.") from None  # fmt: skip
+        raise checkpoint.CheckpointError(f"{e} (--overwrite starts afresh; another --output_dir "
+                                         "leaves this one as it is.)") from None  # fmt: skip
     for why in skipped:
         log(f"{why} Resuming from the older {used.name}.")
-    for stale in workdir.glob(f".{_CHECKPOINT}.*.tmp"):  # left by a process killed mid-write
-        stale.unlink(missing_ok=True)
     log(f"resumed from {used} after epoch {meta['epoch']}")
-    return state, meta["epoch"], meta["wall"]
+    return state, meta["epoch"], meta.get("wall", 0.0)
+
+
+def _output_folder(workdir: Path) -> None:
+    """Creates workdir, or refuses one that is a file or cannot be written, before training."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--output_dir {workdir} is a file, not a folder; choose another "
+                         "--output_dir.")  # fmt: skip
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--output_dir {workdir} cannot be created ({e.strerror}); choose "
+                         "another --output_dir.") from None  # fmt: skip
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise ValueError(f"--output_dir {workdir} is read-only; make it writable or choose "
+                         "another --output_dir.")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _claim(workdir: Path) -> Iterator[lock.Lock | None]:
+    """On process 0, the output folder, checked and locked, cleared of stale temporaries."""
+    if jax.process_index() != 0:
+        yield None
+        return
+    _output_folder(workdir)
+    try:
+        held = lock.acquire(workdir)
+    except PermissionError as e:  # writable by mode, yet not (a read-only mount, ACLs)
+        raise ValueError(f"--output_dir {workdir} cannot be written ({e.strerror}); make "
+                         "it writable or choose another --output_dir.") from None  # fmt: skip
+    try:
+        files.remove_temporaries(workdir, [_CHECKPOINT, _METRICS, _SUMMARY, _CURVES,
+                                           lock.LOCK_NAME])  # fmt: skip
+        yield held
+    finally:
+        held.release()
+
+
+def _discard_old_run(workdir: Path, log) -> None:
+    """--overwrite: removes the earlier run's files, the summary (which marks it done) first."""
+    old = [workdir / _SUMMARY, *checkpoint.rotated_paths(workdir / _CHECKPOINT, _KEEP),
+           workdir / _METRICS, workdir / _CURVES]  # fmt: skip
+    removed = [path.name for path in old if path.is_file()]
+    for path in old:
+        path.unlink(missing_ok=True)
+    if removed:
+        log(f"--overwrite: removed the earlier run's {', '.join(removed)} from {workdir}")
 
 
 # --------------------------------------------------------------------------- the run
 
 
-def _summary(config: Config, job: _Job, sizes, records: list[dict], wall: float) -> dict:
+def _summary(config: Config, job: _Job, sizes, records: list[dict], tested: dict, wall: float):
+    final = records[-1]
     return {
-        "dataset": config.dataset, "test_accuracy": records[-1].get("test_accuracy"),
-        "test_loss": records[-1].get("test_loss"), "epochs": config.epochs,
-        "wall_seconds": wall, "devices": job.mesh.size, "processes": jax.process_count(),
+        "dataset": config.dataset, "test_accuracy": tested["test_accuracy"],
+        "test_loss": tested["test_loss"], "valid_accuracy": final.get("valid_accuracy"),
+        "valid_loss": final.get("valid_loss"), "epochs": config.epochs, "wall_seconds": wall,
+        "devices": job.mesh.size, "processes": jax.process_count(),
         "backend": jax.default_backend(), "sizes": sizes, "config": config.recorded(),
-        "final": records[-1],
+        "final": final,
     }  # fmt: skip
 
 
@@ -292,46 +421,76 @@ def _silent(line: str) -> None:
 
 
 def train_and_evaluate(
-    config: Config, workdir: str | Path, *, log: Callable[[str], None] = _silent
+    config: Config,
+    workdir: str | Path,
+    *,
+    log: Callable[[str], None] = _silent,
+    overwrite: bool = False,
 ) -> dict | None:
-    """Trains and evaluates an MLP as `config` says; writes its files to workdir.
+    """Trains and evaluates an MLP as `config` says, in workdir; or shows the run there.
+
+    A workdir holding an unfinished run with the same flags resumes it; one holding a
+    finished run returns that run's summary without training. The folder is locked for
+    the run: a second run there is refused.
 
     Args:
       config: the run's settings.
       workdir: the output folder (only process 0 writes).
       log: receives each progress line (gradient check, one line per epoch, resume).
+      overwrite: discard the run in workdir (its summary, checkpoints and metrics, and
+        nothing else) once the gradient check passes, and train afresh.
 
     Returns:
       The summary also written to summary.json, or None if config.stop_after_epoch
       stopped the run first.
 
     Raises:
-      ValueError: bad data or settings, or a checkpoint of another run in workdir.
-      checkpoint.CheckpointError: --resume, and no checkpoint in workdir is readable.
+      ValueError: bad data or settings or output folder, or a run in workdir made with
+        other flags.
+      lock.FolderLocked: another run holds workdir.
+      checkpoint.CheckpointError: no checkpoint in workdir is readable, or the newest holds
+        a record or values that no run of config's writes.
       Diverged: a training loss became non-finite; no checkpoint is written over.
       Interrupted: SIGINT or SIGTERM; the last finished epoch was checkpointed.
     """
     start, workdir = time.perf_counter(), Path(workdir)
     parallel.assert_same_on_all_processes(json.dumps(config.recorded(), sort_keys=True))
+    if overwrite and config.resume:
+        raise ValueError("--overwrite discards the run that --resume continues; pass one.")
+    with _claim(workdir) as held:
+        summary = None if overwrite else _finished(config, workdir)
+        if summary is not None:
+            log(f"{workdir}: already trained; --overwrite to train again")
+            return summary
+        return _train(config, workdir, log, overwrite, held, start)
+
+
+def _train(config: Config, workdir: Path, log, overwrite: bool, held, start: float):
+    """train_and_evaluate's work, holding the folder."""
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
     prepared = prepare(config)
     job, fresh = build(config, prepared, mesh)
-    restored, done, wall_before = _restore(config, workdir, fresh, log)
+    restored, done, wall_before = (None, 0, 0.0) if overwrite else _restore(
+        config, workdir, fresh, log)  # fmt: skip
     state = fresh if restored is None else restored
     _check_gradients(config, job, state, prepared.arrays, log)
+    if overwrite and jax.process_index() == 0:
+        _discard_old_run(workdir, log)
     state = parallel.put(state, parallel.replicated(mesh))
     records = read_metrics(workdir, done) if done else []
     # From here a signal waits for the epoch under way (before, there is nothing to save).
     with _signals.deferred_stop_signals() as received:
-        runner = _Loop(config, job, workdir, log, received, done)
-        records = runner.run(state, records, lambda: wall_before + time.perf_counter() - start)
-    if records is None:
+        runner = _Loop(config, job, workdir, log, received, done, held)
+        ended = runner.run(state, records, lambda: wall_before + time.perf_counter() - start)
+    if ended is None:
         return None
-    summary = _summary(config, job, prepared.sizes, records,
+    state, records = ended
+    summary = _summary(config, job, prepared.sizes, records, _evaluate(job, state, "test"),
                        wall_before + time.perf_counter() - start)  # fmt: skip
     if jax.process_index() == 0:
-        files.write_json_atomic(workdir / "summary.json", summary)
+        held.verify()
+        files.write_json_atomic(workdir / _SUMMARY, summary)
     return summary
 
 
@@ -351,14 +510,15 @@ class _Loop(NamedTuple):
     log: Callable[[str], None]
     received: list[int]
     done: int
+    held: lock.Lock | None  # process 0's lock on workdir
 
     def save(self, state, epoch: int, wall: float) -> None:
         if jax.process_index() == 0:
             meta = {"config": self.config.recorded(), "epoch": epoch, "wall": wall}
             checkpoint.save(self.workdir / _CHECKPOINT, state, meta, keep=_KEEP)
 
-    def run(self, state, records: list[dict], wall: Callable[[], float]) -> list[dict] | None:
-        """Trains the remaining epochs; the records, or None if stopped on purpose."""
+    def run(self, state, records: list[dict], wall: Callable[[], float]):
+        """Trains the remaining epochs; (state, records), or None if stopped on purpose."""
         config, main = self.config, jax.process_index() == 0
         saved = self.done
         for epoch in range(self.done + 1, config.epochs + 1):
@@ -368,6 +528,7 @@ class _Loop(NamedTuple):
             records.append(record)
             self.log(_describe(record, config.epochs, self.job.mesh.size))
             if main:
+                self.held.verify()  # never write over another run's files
                 _write_metrics(self.workdir, records)
             every = config.checkpoint_every and epoch % config.checkpoint_every == 0
             stop = epoch == config.stop_after_epoch
@@ -379,9 +540,9 @@ class _Loop(NamedTuple):
                 raise Interrupted(
                     f"stopped by {signal.Signals(signum).name} after epoch {epoch} of "
                     f"{config.epochs}, saved in {self.workdir / _CHECKPOINT}; run the same "
-                    "command with --resume to continue.", signum,
+                    "command again to continue.", signum,
                 )  # fmt: skip
             if stop and epoch < config.epochs:
-                self.log(f"stopped after epoch {epoch}; continue with --resume")
+                self.log(f"stopped after epoch {epoch}; run the same command again to continue")
                 return None
-        return records
+        return state, records
