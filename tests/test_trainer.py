@@ -374,3 +374,9 @@ def test_a_killed_runs_stale_lock_and_temporaries_are_cleared(tmp_path, straight
     )
     left = {p.name for p in tmp_path.iterdir()}
     assert left == {"checkpoint.npz", "metrics.jsonl", "summary.json", *theirs}
+
+
+def test_an_empty_workdir_is_refused_not_the_current_folder():
+    config = trainer.Config.for_dataset("synthetic", epochs=1)
+    with pytest.raises(ValueError, match="workdir is empty"):
+        trainer.train_and_evaluate(config, "")

@@ -453,6 +453,8 @@ def train_and_evaluate(
       Diverged: a training loss became non-finite; no checkpoint is written over.
       Interrupted: SIGINT or SIGTERM; the last finished epoch was checkpointed.
     """
+    if not str(workdir).strip():  # Path("") is ".": it would write into the current folder
+        raise ValueError("workdir is empty; name the output folder, e.g. 'runs/train_mlp'.")
     start, workdir = time.perf_counter(), Path(workdir)
     parallel.assert_same_on_all_processes(json.dumps(config.recorded(), sort_keys=True))
     if overwrite and config.resume:
