@@ -61,11 +61,12 @@ def network_fn(net: Layer, *, grad: str = "fused", train: bool = True) -> Callab
     """
     layers.core.require_layer(net)
     _checks.one_of(grad, GRADS, "grad")
-    if grad == "fused":
-        return vjp.layer(net, train=train)
     leaf = _ops_leaf if grad == "ops" else _plain_leaf
 
     def f(params, state, x, key=None):
+        check_params(net, params, x, shapes=False)  # at trace time: a misfit named, not JAX's
+        if grad == "fused":
+            return vjp.layer(net, train=train)(params, state, x, key)
         out, new_state = layers.run(net, leaf, params, state, jnp.asarray(x), train=train, key=key)
         return out, jax.lax.stop_gradient(new_state)
 
@@ -111,11 +112,12 @@ def _params_like_init(net: Layer, params, x) -> dict | None:
     return _leaves(spec)
 
 
-def check_params(net: Layer, params: PyTree, x: ArrayLike) -> None:
+def check_params(net: Layer, params: PyTree, x: ArrayLike, *, shapes: bool = True) -> None:
     """Checks params against what net.init makes for x: the same keys, shapes and dtypes.
 
     Runs at trace time (static shapes only), so it costs nothing under jit. Raises
-    ValueError (structure, shape) or TypeError (dtype) naming the entry and the fix.
+    ValueError (structure, shape) or TypeError (dtype) naming the entry and the fix;
+    shapes=False checks the keys alone.
     """
     want = _params_like_init(net, params, x)
     if want is None:
@@ -127,18 +129,22 @@ def check_params(net: Layer, params: PyTree, x: ArrayLike) -> None:
             f"{net.name}: params do not fit the network: missing {missing}, unexpected {extra}; "
             "build params with the network's init (layers.init(net, key, input_shape))."
         )
-    for name, spec in want.items():
-        shape, dtype = jnp.shape(got[name]), jnp.result_type(got[name])
-        if shape != spec.shape:
-            raise ValueError(
-                f"{net.name}: {name} has shape {shape}; the network expects {spec.shape} for "
-                f"input of shape {jnp.shape(x)}. Build params with the network's init."
-            )
-        if dtype != spec.dtype:
-            raise TypeError(
-                f"{net.name}: {name} has dtype {dtype}; every parameter must share one "
-                f"floating dtype ({spec.dtype} here); cast with .astype({str(spec.dtype)!r})."
-            )
+    for name, spec in want.items() if shapes else ():
+        _check_leaf(net, name, got[name], spec, x)
+
+
+def _check_leaf(net: Layer, name: str, leaf, spec, x) -> None:
+    shape, dtype = jnp.shape(leaf), jnp.result_type(leaf)
+    if shape != spec.shape:
+        raise ValueError(
+            f"{net.name}: {name} has shape {shape}; the network expects {spec.shape} for "
+            f"input of shape {jnp.shape(x)}. Build params with the network's init."
+        )
+    if dtype != spec.dtype:
+        raise TypeError(
+            f"{net.name}: {name} has dtype {dtype}; every parameter must share one floating "
+            f"dtype ({spec.dtype} here); cast with .astype({str(spec.dtype)!r})."
+        )
 
 
 def check_call(net: Layer, params, state, x, y, loss, label_smoothing=0.0, *, train=True, key=None):
@@ -148,6 +154,7 @@ def check_call(net: Layer, params, state, x, y, loss, label_smoothing=0.0, *, tr
     _checks.nonempty_batch(x, f"network_loss {rule.name!r}")
     if key is not None:
         _checks.prng_key(key, "network_loss")
+    check_params(net, params, x, shapes=False)  # the keys first: a missing one fails the trace
     out = _output_spec(net, params, state, x, train=train, key=key)
     check_params(net, params, x)
     rule.check(out.shape, y, out.dtype, f"network_loss {rule.name!r}")

@@ -114,3 +114,19 @@ def test_refuses_what_it_cannot_take():
         jaxnet.network_fn(lambda x: x)
     with pytest.raises(ValueError, match="grad='numeric'"):
         jaxnet.network_fn(BLOCK, grad="numeric")
+
+
+def test_params_that_do_not_fit_are_named_at_trace_time():
+    params, state, x, _ = _problem(BLOCK)
+    h = jnp.tanh(x @ params["mine"]["w_in"])
+    extra = [dict(params["net"][0], gamma=jnp.ones(3)), *params["net"][1:]]
+    missing = [{"b": params["net"][0]["b"]}, *params["net"][1:]]
+    for bad, named in ((extra, "unexpected"), (missing, "missing")):
+        for grad in ("fused", "ops", "autodiff"):
+            f = jaxnet.network_fn(BLOCK, grad=grad)
+            with pytest.raises(ValueError, match=rf"params do not fit the network: .*{named}"):
+                jax.grad(lambda p, f=f: jnp.sum(f(p, state, h)[0]))(bad)
+    wrong_dtype = [dict(params["net"][0], w=params["net"][0]["w"].astype(jnp.int32)),
+                   *params["net"][1:]]  # fmt: skip
+    with pytest.raises(TypeError, match="parameters must be floating"):
+        jaxnet.network_fn(BLOCK)(wrong_dtype, state, h)

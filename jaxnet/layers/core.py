@@ -75,6 +75,11 @@ def check_fits(name: str, x, param, what: str) -> None:
             f"{name}: input of shape {jnp.shape(x)} does not fit {what} of shape "
             f"{param.shape}; expected [..., {param.shape[0]}], features on the last axis."
         )
+    if not jnp.issubdtype(jnp.result_type(param), jnp.floating):
+        raise TypeError(
+            f"{name}: {what} has dtype {jnp.result_type(param)}; parameters must be floating. "
+            "Build them with the network's init, or cast with .astype('float32')."
+        )
     if jnp.result_type(x) != jnp.result_type(param):
         raise TypeError(
             f"{name}: input has dtype {jnp.result_type(x)} but {what} is "
