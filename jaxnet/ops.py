@@ -11,8 +11,12 @@ function." Reverse mode works (`jax.grad`, `jax.vjp`, `jax.jacrev`), and so do
 reverse-over-reverse and forward-over-reverse (`jax.hessian`).
 """
 
+import functools
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxnet import _checks, losses
 from jaxnet.typing import Array, ArrayLike
@@ -178,3 +182,316 @@ def softmax_cross_entropy(
     """
     _checks.check_labels(jnp.shape(logits), labels, "softmax_cross_entropy")
     return losses.as_op(losses.cross_entropy(label_smoothing))(logits, labels)
+
+
+# --------------------------------------------------------------------------- attention
+# FlashAttention (Dao et al. 2022; Dao 2023) in XLA: the T x T scores are never held whole.
+# The work is a static list of (query block, key block) pairs, those a causal mask leaves
+# anything of, and one `lax.scan` over it runs the forward, another the backward: every loop
+# has a static trip count, so JAX differentiates both (the "autodiff" mode, grad of grad).
+# Inside, q is [B, Hk, G, Tq, D] (query head h reads kv head h // G, as in
+# `jax.nn.dot_product_attention`), k and v [B, Hk, Tk, D], a block of scores [B, Hk, G, bq, bk].
+
+
+class _Blocks(NamedTuple):
+    """The static plan of one attention call: hashable, the op's nondiff argument."""
+
+    causal: bool
+    scale: float
+    bq: int  # query rows per block
+    bk: int  # keys per block
+    tq: int  # the true lengths, before padding to whole blocks
+    tk: int
+
+    @property
+    def nq(self) -> int:
+        return -(-self.tq // self.bq)
+
+    @property
+    def nk(self) -> int:
+        return -(-self.tk // self.bk)
+
+
+_DEFAULT_BLOCK = 256  # rows and keys per block: 256 x 256 float32 scores are 256 KiB
+_MASKED = -1e30  # a masked score: exp(_MASKED - m) is exactly 0, and no inf - inf arises
+
+
+def _even_block(length: int, block: int) -> int:
+    """The smallest block that cuts length into as few pieces as blocks of `block` would."""
+    return -(-length // -(-length // block))
+
+
+def _check_attention(query, key, value, block_size) -> None:
+    q, k, v = (jnp.shape(x) for x in (query, key, value))
+    if len(q) not in (3, 4) or len(k) != len(q) or k != v:
+        raise ValueError(
+            f"dot_product_attention: query {q}, key {k} and value {v} must be [batch, time, "
+            "heads, head_dim] (or [time, heads, head_dim]), key and value alike."
+        )
+    if q[:-3] != k[:-3] or q[-1] != k[-1] or q[-2] % k[-2]:
+        raise ValueError(
+            f"dot_product_attention: query {q} does not fit key {k}: batch and head_dim must "
+            "match, and key's heads must divide query's (grouped-query attention)."
+        )
+    dtypes = {jnp.result_type(x) for x in (query, key, value)}
+    if len(dtypes) != 1 or not jnp.issubdtype(dtypes.pop(), jnp.floating):
+        raise TypeError(
+            "dot_product_attention: query, key and value must share one floating dtype, got "
+            f"{[str(jnp.result_type(x)) for x in (query, key, value)]}."
+        )
+    if block_size is not None and not (
+        isinstance(block_size, (int, np.integer)) and block_size > 0
+    ):
+        raise ValueError(
+            f"dot_product_attention: block_size={block_size!r} must be a positive int."
+        )
+
+
+def _plan(query, key, is_causal, scale, block_size) -> _Blocks:
+    tq, tk, head_dim = jnp.shape(query)[-3], jnp.shape(key)[-3], jnp.shape(query)[-1]
+    block = _DEFAULT_BLOCK if block_size is None else int(block_size)
+    scale = 1 / np.sqrt(head_dim) if scale is None else float(scale)
+    return _Blocks(bool(is_causal), scale, _even_block(tq, block), _even_block(tk, block), tq, tk)
+
+
+def _pairs(plan: _Blocks) -> np.ndarray:
+    """[n, 2] block indices (i, j) with anything unmasked, key block 0 first for each i.
+
+    Causal, query row r sees keys c <= r (top-left aligned, as jax's tril mask): block
+    (i, j) holds an unmasked entry iff its first key j bk is at most its last row.
+    """
+    i, j = np.meshgrid(np.arange(plan.nq), np.arange(plan.nk), indexing="ij")
+    keep = (j * plan.bk <= (i + 1) * plan.bq - 1) | (not plan.causal)
+    return np.stack([i[keep], j[keep]], axis=1).astype(np.int32)
+
+
+def _to_blocks(x, heads: int, length: int):
+    """[B, T, H, D] -> [B, heads, H // heads, T padded to length, D]."""
+    b, t, h, d = x.shape
+    x = x.reshape(b, t, heads, h // heads, d).transpose(0, 2, 3, 1, 4)
+    return jnp.pad(x, [(0, 0)] * 3 + [(0, length - t), (0, 0)]) if length > t else x
+
+
+def _from_blocks(x, t: int):
+    """[B, Hk, G, T', D] -> [B, t, Hk * G, D], the padding cut off."""
+    b, hk, g, _, d = x.shape
+    return x[:, :, :, :t].transpose(0, 3, 1, 2, 4).reshape(b, t, hk * g, d)
+
+
+def _block(x, i, size: int, axis: int = 3):
+    return jax.lax.dynamic_slice_in_dim(x, i * size, size, axis)
+
+
+def _add_block(x, update, i, size: int, axis: int = 3):
+    return jax.lax.dynamic_update_slice_in_dim(x, _block(x, i, size, axis) + update, i * size, axis)
+
+
+def _scores(plan: _Blocks, q_i, k_j, i, j):
+    """scale q_i k_j^T, [B, Hk, G, bq, bk], with masked entries _MASKED."""
+    s = plan.scale * jnp.einsum("bhgqd,bhkd->bhgqk", q_i, k_j)
+    if not plan.causal and plan.tk % plan.bk == 0:
+        return s
+    rows = i * plan.bq + jnp.arange(plan.bq)[:, None]
+    cols = j * plan.bk + jnp.arange(plan.bk)[None, :]
+    visible = (cols < plan.tk) & ((cols <= rows) | (not plan.causal))
+    return jnp.where(visible, s, jnp.asarray(_MASKED, s.dtype))
+
+
+def _loop(step, carry, pairs: np.ndarray):
+    """carry after step(carry, (i, j)) for every pair: one static scan (none for one pair)."""
+    if len(pairs) == 1:
+        return step(carry, tuple(jnp.asarray(p) for p in pairs[0]))[0]
+    return jax.lax.scan(step, carry, (jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])))[0]
+
+
+def _forward(plan: _Blocks, q, k, v):
+    """(out, lse) of blocked q [B, Hk, G, Tq', D], k and v [B, Hk, Tk', D] in their dtype."""
+
+    def step(carry, ij):
+        # The online softmax: with m the running max of a row, z its sum of exp(s - m) and
+        # acc its sum of exp(s - m) v, a block of scores s' moves m to m' = max(m, max s')
+        # and rescales z and acc by exp(m - m') before adding its own terms. Key block 0
+        # comes first and holds key 0, which every row sees: m is finite from then on.
+        # acc / z and lse = m + log z do not depend on m: its gradient is stopped.
+        m, z, acc = carry
+        i, j = ij
+        s = _scores(plan, _block(q, i, plan.bq), _block(k, j, plan.bk, 2), i, j)
+        m_i = _block(m, i, plan.bq)
+        m_new = jax.lax.stop_gradient(jnp.maximum(m_i, jnp.max(s, axis=-1)))
+        p, rescale = jnp.exp(s - m_new[..., None]), jnp.exp(m_i - m_new)
+        pv = jnp.einsum("bhgqk,bhkd->bhgqd", p, _block(v, j, plan.bk, 2))
+        z_i = rescale * _block(z, i, plan.bq) + jnp.sum(p, axis=-1)
+        acc_i = rescale[..., None] * _block(acc, i, plan.bq) + pv
+        at = i * plan.bq
+        m = jax.lax.dynamic_update_slice_in_dim(m, m_new, at, 3)
+        z = jax.lax.dynamic_update_slice_in_dim(z, z_i, at, 3)
+        return (m, z, jax.lax.dynamic_update_slice_in_dim(acc, acc_i, at, 3)), None
+
+    rows = q.shape[:-1]
+    start = (jnp.full(rows, _MASKED, q.dtype), jnp.zeros(rows, q.dtype), jnp.zeros_like(q))
+    m, z, acc = _loop(step, start, _pairs(plan))
+    return acc / z[..., None], m + jnp.log(z)
+
+
+def _score_cotangent(p, dp, delta, scale: float):
+    """scale dS: the cotangent of the scores through the softmax, times d(scale q k^T)."""
+    return scale * p * (dp - delta)  # dS_rc = P_rc (dP_rc - delta_r), derived below
+
+
+def _backward(plan: _Blocks, q, k, v, out, lse, g):
+    """(dq, dk, dv) in the blocked layout, from the forward's out and lse and out's cotangent g."""
+    # out_r = sum_c P_rc v_c with P_rc = exp(S_rc - lse_r), the softmax over c of the scores
+    # S_rc = scale q_r . k_c. With dP_rc = g_r . v_c (the cotangent of P):
+    #   dv_c = sum_r P_rc g_r
+    #   dS_rc = P_rc (dP_rc - sum_c' P_rc' dP_rc') = P_rc (dP_rc - delta_r),
+    #     delta_r = sum_c' P_rc' g_r . v_c' = g_r . out_r     (the softmax's Jacobian)
+    #   dq_r = scale sum_c dS_rc k_c,   dk_c = scale sum_r dS_rc q_r.
+    # Each block recomputes its P from q, k and lse; masked entries have P = 0, so give nothing.
+    delta = jnp.sum(g * out, axis=-1)
+
+    def step(carry, ij):
+        dq, dk, dv = carry
+        i, j = ij
+        q_i, g_i = _block(q, i, plan.bq), _block(g, i, plan.bq)
+        k_j, v_j = _block(k, j, plan.bk, 2), _block(v, j, plan.bk, 2)
+        p = jnp.exp(_scores(plan, q_i, k_j, i, j) - _block(lse, i, plan.bq)[..., None])
+        dp = jnp.einsum("bhgqd,bhkd->bhgqk", g_i, v_j)
+        ds = _score_cotangent(p, dp, _block(delta, i, plan.bq)[..., None], plan.scale)
+        dq = _add_block(dq, jnp.einsum("bhgqk,bhkd->bhgqd", ds, k_j), i, plan.bq)
+        dk = _add_block(dk, jnp.einsum("bhgqk,bhgqd->bhkd", ds, q_i), j, plan.bk, 2)
+        dv = _add_block(dv, jnp.einsum("bhgqk,bhgqd->bhkd", p, g_i), j, plan.bk, 2)
+        return (dq, dk, dv), None
+
+    return _loop(step, (jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v)), _pairs(plan))
+
+
+def _blocked(plan: _Blocks, query, key, value):
+    """query, key, value as [B, Hk, G, T', D] in the compute dtype (float32 for bfloat16)."""
+    dtype = jnp.promote_types(query.dtype, jnp.float32)
+    hk = key.shape[2]
+    q = _to_blocks(query.astype(dtype), hk, plan.nq * plan.bq)
+    k, v = (_to_blocks(x.astype(dtype), hk, plan.nk * plan.bk)[:, :, 0] for x in (key, value))
+    return q, k, v
+
+
+def _lse_blocks(plan: _Blocks, lse, hk: int):
+    b, h, t = lse.shape
+    lse = lse.reshape(b, hk, h // hk, t)
+    return jnp.pad(lse, [(0, 0)] * 3 + [(0, plan.nq * plan.bq - t)])
+
+
+def _with_batch(query, key, value):
+    return tuple(x[None] if x.ndim == 3 else x for x in (query, key, value))
+
+
+def attention_forward(
+    query: ArrayLike,
+    key: ArrayLike,
+    value: ArrayLike,
+    *,
+    is_causal: bool = False,
+    scale: float | None = None,
+    block_size: int | None = None,
+) -> tuple[Array, Array]:
+    """(out, logsumexp): `dot_product_attention`'s value and the one residual it adds.
+
+    Args: as `dot_product_attention`.
+
+    Returns:
+      out shaped and typed as query; logsumexp of each row's scores, [batch, heads, Tq]
+      ([heads, Tq] without batch), in float32 (float64 for float64 inputs).
+    """
+    query, key, value = (jnp.asarray(x) for x in (query, key, value))
+    _check_attention(query, key, value, block_size)
+    plan = _plan(query, key, is_causal, scale, block_size)
+    q, k, v = _blocked(plan, *_with_batch(query, key, value))
+    out, lse = _forward(plan, q, k, v)
+    out = _from_blocks(out, plan.tq).astype(query.dtype)
+    lse = lse[..., : plan.tq].reshape(out.shape[0], -1, plan.tq)
+    return (out[0], lse[0]) if query.ndim == 3 else (out, lse)
+
+
+def attention_backward(
+    query: ArrayLike,
+    key: ArrayLike,
+    value: ArrayLike,
+    out: ArrayLike,
+    lse: ArrayLike,
+    g: ArrayLike,
+    *,
+    is_causal: bool = False,
+    scale: float | None = None,
+    block_size: int | None = None,
+) -> tuple[Array, Array, Array]:
+    """Cotangents (dquery, dkey, dvalue) for out's cotangent g, blockwise, recomputing the
+    probabilities from query, key and the forward's logsumexp (`attention_forward`)."""
+    plan = _plan(query, key, is_causal, scale, block_size)
+    query, key, value, out, g = (jnp.asarray(x) for x in (query, key, value, out, g))
+    batched = query.ndim == 4
+    if not batched:
+        query, key, value, out, g, lse = (x[None] for x in (query, key, value, out, g, lse))
+    q, k, v = _blocked(plan, query, key, value)
+    hk = key.shape[2]
+    o, do = (_to_blocks(x.astype(q.dtype), hk, plan.nq * plan.bq) for x in (out, g))
+    dq, dk, dv = _backward(plan, q, k, v, o, _lse_blocks(plan, lse, hk), do)
+    dq = _from_blocks(dq, plan.tq).astype(query.dtype)
+    dk, dv = (_from_blocks(x[:, :, None], plan.tk).astype(key.dtype) for x in (dk, dv))
+    return (dq, dk, dv) if batched else (dq[0], dk[0], dv[0])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _attention(query, key, value, options):
+    return attention_forward(query, key, value, **options._asdict())[0]
+
+
+def _attention_fwd(query, key, value, options):
+    out, lse = attention_forward(query, key, value, **options._asdict())
+    return out, (query, key, value, out, lse)  # nothing T x T: lse is one number per row
+
+
+def _attention_bwd(options, residual, g):
+    return attention_backward(*residual, g, **options._asdict())
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+class _Options(NamedTuple):
+    is_causal: bool
+    scale: float | None
+    block_size: int | None
+
+
+def dot_product_attention(
+    query: ArrayLike,
+    key: ArrayLike,
+    value: ArrayLike,
+    *,
+    is_causal: bool = False,
+    scale: float | None = None,
+    block_size: int | None = None,
+) -> Array:
+    """softmax(scale q k^T) v per head, as `jax.nn.dot_product_attention`, in O(T) memory.
+
+    A blockwise online softmax (FlashAttention): the forward keeps the output and one
+    logsumexp per row, never the T x T probabilities, and the hand backward recomputes them
+    block by block; with is_causal the blocks above the diagonal are skipped in both passes.
+
+    Args:
+      query: [batch, Tq, heads, head_dim], or [Tq, heads, head_dim].
+      key, value: [batch, Tk, kv_heads, head_dim] (without batch alike); kv_heads divides
+        heads, query head h reading kv head h // (heads // kv_heads) (grouped-query).
+      is_causal: row r sees keys 0..r (top-left aligned when Tq != Tk, as jax's).
+      scale: of the scores; default 1 / sqrt(head_dim).
+      block_size: the largest block of query rows and of keys (default 256);
+        each length is cut into equal blocks, padded where it does not divide.
+
+    float32, float64 and bfloat16 (read per block, accumulated in float32).
+
+    Returns:
+      [batch, Tq, heads, head_dim] (or without batch), query's dtype.
+    """
+    query, key, value = (jnp.asarray(x) for x in (query, key, value))
+    _check_attention(query, key, value, block_size)
+    scale = None if scale is None else float(scale)
+    return _attention(query, key, value, _Options(bool(is_causal), scale, block_size))

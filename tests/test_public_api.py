@@ -241,6 +241,9 @@ PUBLIC = {
         "zero_taps",
     ],
     "jaxnet.ops": [
+        "attention_backward",
+        "attention_forward",
+        "dot_product_attention",
         "linear",
         "linear_backward",
         "log_softmax",
