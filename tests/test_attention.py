@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from jax._src.ad_checkpoint import saved_residuals
 
+import jaxnet
 from jaxnet import gradcheck, ops
+from jaxnet import layers as L
 from jaxnet.gradcheck import _battery
+from jaxnet.lessons import reference
 
 # Compile time dominates these tests; the checker's options cut it fourfold (same results).
 FAST_COMPILE = _battery.COMPILER_OPTIONS
@@ -182,3 +185,78 @@ def test_bad_input_is_refused_clearly():
         ops.dot_product_attention(q, q.astype(jnp.bfloat16), q)
     with pytest.raises(ValueError, match="block_size"):
         ops.dot_product_attention(q, q, q, block_size=0)
+
+
+# --------------------------------------------------------------------------------- layers
+
+TRANSFORMS = ("jit", "vmap", "scan")  # the issue's; each adds a copy of the backward to compile
+
+
+def test_attention_layer_passes_check_layer():
+    # Against plain attention above: orders 1 and 2, finite differences, jit, vmap and scan;
+    # 7 positions in blocks of 3, two heads. (position_embedding's backward is held to
+    # jax.grad in the GPT below.)
+    def reference(params, state, x, *, train, key):
+        q, k, v = (a.reshape(*a.shape[:2], 2, -1) for a in jnp.split(x, 3, axis=-1))
+        return plain_attention(q, k, v, is_causal=True).reshape(*x.shape[:2], -1)
+
+    with jax.enable_x64(True):
+        layer = L.attention(2, block_size=3)
+        gradcheck.check_layer(layer, (2, 7, 12), dtype=jnp.float64, modes=("eval",),
+                              reference=reference, transforms=TRANSFORMS)  # fmt: skip
+
+
+def test_position_embedding_adds_the_first_rows_and_refuses_long_input():
+    layer = L.position_embedding(8)
+    _, params, _ = layer.init(jax.random.key(0), (2, 5, 3))
+    out, _, _ = layer.forward(params, {}, jnp.zeros((2, 5, 3)))
+    np.testing.assert_array_equal(out[1], params["table"][:5])
+    with pytest.raises(L.LayerError, match=r"9 positions.*max_len=8"):
+        layer.forward(params, {}, jnp.zeros((2, 9, 3)))
+    with pytest.raises(L.LayerError, match="3 \\* C"):
+        L.attention(2).init(jax.random.key(0), (2, 5, 8))
+
+
+def tiny_gpt(vocab=11, width=8, heads=2, max_len=8, block_size=3):
+    """reference.gpt_loss's network: token and position embeddings, a pre-norm attention
+    block and an MLP block, layer_norm, dense(vocab)."""
+    return L.serial(
+        L.embedding(vocab, width),
+        L.position_embedding(max_len),
+        L.residual(L.layer_norm(), L.dense(3 * width), L.attention(heads, block_size=block_size),
+                   L.dense(width)),
+        L.residual(L.layer_norm(), L.dense(4 * width), L.gelu(), L.dense(width)),
+        L.layer_norm(),
+        L.dense(vocab),
+    )  # fmt: skip
+
+
+def numpy_params(net, input_shape, seed=0):
+    """(params, state): float64 params of net's structure, each 0.5 N(0, 1) (jax.random
+    would compile anew for every shape), and its state (none here)."""
+    _, params, state = jax.eval_shape(lambda: net.init(jax.random.key(0), input_shape, jnp.float64))
+    rng = np.random.default_rng(seed)
+    draw = lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape))  # noqa: E731
+    return jax.tree_util.tree_map(draw, params), state
+
+
+def test_a_gpt_in_every_gradient_mode_is_nanogpt_by_hand():
+    # reference.gpt_loss is nanoGPT's code in jax.numpy: its heads, dense on [B, T, C].
+    net = tiny_gpt()
+    with jax.enable_x64(True):
+        ids = jnp.asarray(np.random.default_rng(1).integers(0, 11, (2, 7)))
+        labels = jnp.roll(ids, -1, axis=1)
+        params, state = numpy_params(net, ids.shape)
+
+        def loss(mode, params):
+            if mode == "plain":
+                return reference.gpt_loss(params, state, ids, labels, heads=2)[0]
+            return jaxnet.network_loss(net, params, state, ids, labels,
+                                       loss="cross_entropy", grad=mode)[0]  # fmt: skip
+
+        modes = ("plain", "fused", "ops", "autodiff")
+        run = jax.jit(lambda p: {m: jax.grad(functools.partial(loss, m))(p) for m in modes},
+                      compiler_options=FAST_COMPILE)  # fmt: skip
+        got = run(params)
+        for mode in modes[1:]:
+            gradcheck.assert_close(got[mode], got["plain"], rtol=1e-9, atol=1e-12)
