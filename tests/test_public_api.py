@@ -52,6 +52,7 @@ PUBLIC = {
     "jaxnet.layers.attention": ["attention"],
     "jaxnet.layers.embedding": ["embedding", "flatten", "position_embedding"],
     "jaxnet.layers.norms": ["batch_norm", "layer_norm"],
+    "jaxnet.layers.reversible": ["reversible"],
     "jaxnet.layers.stochastic": ["bernoulli_gate", "dropout"],
     "jaxnet.vjp": ["from_rules", "layer", "loss", "network_loss"],
     "jaxnet": [
@@ -164,6 +165,7 @@ PUBLIC = {
         "position_embedding",
         "relu",
         "residual",
+        "reversible",
         "run",
         "serial",
         "tanh",

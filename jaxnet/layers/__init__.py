@@ -16,8 +16,8 @@ dense layer's input, so the fused chain holds that array once.
 
 Where things live: `core` (the contract, `serial`, `residual`, `apply`, `run`), then one
 module per family: `dense`, `activations`, `norms`, `stochastic`, `embedding` (with GPT's
-`position_embedding`), `attention`. To write your own layer, copy a neighbour from its
-family's module.
+`position_embedding`), `attention`, `reversible` (a stack that rebuilds its activations). To
+write your own layer, copy a neighbour from its family's module.
 """
 
 from jaxnet.layers.activations import gelu as gelu
@@ -40,6 +40,7 @@ from jaxnet.layers.embedding import flatten as flatten
 from jaxnet.layers.embedding import position_embedding as position_embedding
 from jaxnet.layers.norms import batch_norm as batch_norm
 from jaxnet.layers.norms import layer_norm as layer_norm
+from jaxnet.layers.reversible import reversible as reversible
 from jaxnet.layers.stochastic import bernoulli_gate as bernoulli_gate
 from jaxnet.layers.stochastic import dropout as dropout
 
@@ -63,6 +64,7 @@ __all__ = [
     "position_embedding",
     "relu",
     "residual",
+    "reversible",
     "run",
     "serial",
     "tanh",
