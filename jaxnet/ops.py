@@ -30,8 +30,11 @@ def linear_backward(x: Array, w: Array, g: Array) -> tuple[Array, Array, Array]:
     #   dx_bi = sum_j g_bj w_ij  -> g @ w.T
     #   dw_ij = sum_b x_bi g_bj  -> x.T @ g   (summed over every leading axis)
     #   db_j  = sum_b g_bj       -> g summed over the batch axes, never over j
+    # The leading axes are merged first: contracting [B, T, i] over (B, T) makes XLA copy x
+    # transposed, as large as x; [B * T, i] over its first axis needs no copy.
     batch_axes = tuple(range(g.ndim - 1))
-    dw = jnp.tensordot(x, g, axes=(batch_axes, batch_axes))
+    rows = (-1, x.shape[-1]), (-1, g.shape[-1])
+    dw = jnp.tensordot(x.reshape(rows[0]), g.reshape(rows[1]), axes=(0, 0))
     return g @ w.T, dw, jnp.sum(g, axis=batch_axes)
 
 
@@ -189,8 +192,9 @@ def softmax_cross_entropy(
 # The work is a static list of (query block, key block) pairs, those a causal mask leaves
 # anything of, and one `lax.scan` over it runs the forward, another the backward: every loop
 # has a static trip count, so JAX differentiates both (the "autodiff" mode, grad of grad).
-# Inside, q is [B, Hk, G, Tq, D] (query head h reads kv head h // G, as in
-# `jax.nn.dot_product_attention`), k and v [B, Hk, Tk, D], a block of scores [B, Hk, G, bq, bk].
+# Blocks are read from the arrays as given: q viewed as [B, Tq, Hk, G, D] (query head h
+# reads kv head h // G, as in `jax.nn.dot_product_attention`), k and v [B, Tk, Hk, D]; a
+# block of scores is [B, Hk, G, bq, bk] and the row statistics [B, Hk, G, Tq].
 
 
 class _Blocks(NamedTuple):
@@ -212,7 +216,7 @@ class _Blocks(NamedTuple):
         return -(-self.tk // self.bk)
 
 
-_DEFAULT_BLOCK = 256  # rows and keys per block: 256 x 256 float32 scores are 256 KiB
+_DEFAULT_BLOCK = 128  # rows and keys per block: 128 x 128 float32 scores are 64 KiB a head
 _MASKED = -1e30  # a masked score: exp(_MASKED - m) is exactly 0, and no inf - inf arises
 
 
@@ -265,30 +269,28 @@ def _pairs(plan: _Blocks) -> np.ndarray:
     return np.stack([i[keep], j[keep]], axis=1).astype(np.int32)
 
 
-def _to_blocks(x, heads: int, length: int):
-    """[B, T, H, D] -> [B, heads, H // heads, T padded to length, D]."""
-    b, t, h, d = x.shape
-    x = x.reshape(b, t, heads, h // heads, d).transpose(0, 2, 3, 1, 4)
-    return jnp.pad(x, [(0, 0)] * 3 + [(0, length - t), (0, 0)]) if length > t else x
+def _padded(x, length: int, axis: int = 1):
+    """x padded with zeros to `length` along axis (a copy only where it does not fit)."""
+    extra = length - x.shape[axis]
+    return jnp.pad(x, [(0, extra if a == axis else 0) for a in range(x.ndim)]) if extra else x
 
 
-def _from_blocks(x, t: int):
-    """[B, Hk, G, T', D] -> [B, t, Hk * G, D], the padding cut off."""
-    b, hk, g, _, d = x.shape
-    return x[:, :, :, :t].transpose(0, 3, 1, 2, 4).reshape(b, t, hk * g, d)
-
-
-def _block(x, i, size: int, axis: int = 3):
+def _block(x, i, size: int, axis: int = 1):
     return jax.lax.dynamic_slice_in_dim(x, i * size, size, axis)
 
 
-def _add_block(x, update, i, size: int, axis: int = 3):
+def _add_block(x, update, i, size: int, axis: int = 1):
     return jax.lax.dynamic_update_slice_in_dim(x, _block(x, i, size, axis) + update, i * size, axis)
+
+
+def _rows_last(x):
+    """A per-row statistic [B, Hk, G, bq] broadcast onto rows [B, bq, Hk, G, 1]."""
+    return jnp.moveaxis(x, 3, 1)[..., None]
 
 
 def _scores(plan: _Blocks, q_i, k_j, i, j):
     """scale q_i k_j^T, [B, Hk, G, bq, bk], with masked entries _MASKED."""
-    s = plan.scale * jnp.einsum("bhgqd,bhkd->bhgqk", q_i, k_j)
+    s = plan.scale * jnp.einsum("bqhgd,bkhd->bhgqk", q_i, k_j)
     if not plan.causal and plan.tk % plan.bk == 0:
         return s
     rows = i * plan.bq + jnp.arange(plan.bq)[:, None]
@@ -297,40 +299,71 @@ def _scores(plan: _Blocks, q_i, k_j, i, j):
     return jnp.where(visible, s, jnp.asarray(_MASKED, s.dtype))
 
 
-def _loop(step, carry, pairs: np.ndarray):
-    """carry after step(carry, (i, j)) for every pair: one static scan (none for one pair)."""
-    if len(pairs) == 1:
-        return step(carry, tuple(jnp.asarray(p) for p in pairs[0]))[0]
-    return jax.lax.scan(step, carry, (jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])))[0]
+def _loop(step, carry, xs: tuple[np.ndarray, ...]):
+    """carry after step(carry, x) for every x in xs (numpy columns, one entry per step): one
+    static scan, or a plain call for one step."""
+    if len(xs[0]) == 1:
+        return step(carry, tuple(jnp.asarray(x[0]) for x in xs))[0]
+    return jax.lax.scan(step, carry, tuple(jnp.asarray(x) for x in xs))[0]
+
+
+def _compute_dtype(dtype):
+    return jnp.promote_types(dtype, jnp.float32)  # bfloat16 blocks are read into float32
 
 
 def _forward(plan: _Blocks, q, k, v):
-    """(out, lse) of blocked q [B, Hk, G, Tq', D], k and v [B, Hk, Tk', D] in their dtype."""
+    """(out [B, Tq', Hk, G, D], lse [B, Hk, G, Tq']) of padded q [B, Tq', Hk, G, D], k and
+    v [B, Tk', Hk, D], in the compute dtype."""
+    dt = _compute_dtype(q.dtype)
 
-    def step(carry, ij):
+    def step(carry, ijl):
         # The online softmax: with m the running max of a row, z its sum of exp(s - m) and
         # acc its sum of exp(s - m) v, a block of scores s' moves m to m' = max(m, max s')
         # and rescales z and acc by exp(m - m') before adding its own terms. Key block 0
         # comes first and holds key 0, which every row sees: m is finite from then on.
-        # acc / z and lse = m + log z do not depend on m: its gradient is stopped.
+        # acc / z and lse = m + log z do not depend on m: its gradient is stopped. A row's
+        # last block writes acc / z in place: the loop's result is the output itself.
         m, z, acc = carry
-        i, j = ij
-        s = _scores(plan, _block(q, i, plan.bq), _block(k, j, plan.bk, 2), i, j)
-        m_i = _block(m, i, plan.bq)
+        i, j, last = ijl
+        k_j, v_j = (_block(x, j, plan.bk).astype(dt) for x in (k, v))
+        s = _scores(plan, _block(q, i, plan.bq).astype(dt), k_j, i, j)
+        m_i = _block(m, i, plan.bq, 3)
         m_new = jax.lax.stop_gradient(jnp.maximum(m_i, jnp.max(s, axis=-1)))
         p, rescale = jnp.exp(s - m_new[..., None]), jnp.exp(m_i - m_new)
-        pv = jnp.einsum("bhgqk,bhkd->bhgqd", p, _block(v, j, plan.bk, 2))
-        z_i = rescale * _block(z, i, plan.bq) + jnp.sum(p, axis=-1)
-        acc_i = rescale[..., None] * _block(acc, i, plan.bq) + pv
+        z_i = rescale * _block(z, i, plan.bq, 3) + jnp.sum(p, axis=-1)
+        acc_i = _rows_last(rescale) * _block(acc, i, plan.bq)
+        acc_i = acc_i + jnp.einsum("bhgqk,bkhd->bqhgd", p, v_j)
+        acc_i = jnp.where(last, acc_i / _rows_last(z_i), acc_i)
         at = i * plan.bq
         m = jax.lax.dynamic_update_slice_in_dim(m, m_new, at, 3)
         z = jax.lax.dynamic_update_slice_in_dim(z, z_i, at, 3)
-        return (m, z, jax.lax.dynamic_update_slice_in_dim(acc, acc_i, at, 3)), None
+        return (m, z, jax.lax.dynamic_update_slice_in_dim(acc, acc_i, at, 1)), None
 
-    rows = q.shape[:-1]
-    start = (jnp.full(rows, _MASKED, q.dtype), jnp.zeros(rows, q.dtype), jnp.zeros_like(q))
-    m, z, acc = _loop(step, start, _pairs(plan))
-    return acc / z[..., None], m + jnp.log(z)
+    pairs = _pairs(plan)
+    if len(pairs) == 1:
+        return _one_block(plan, q.astype(dt), k.astype(dt), v.astype(dt))
+    b, t, hk, g, d = q.shape
+    rows = (b, hk, g, t)
+    start = (jnp.full(rows, _MASKED, dt), jnp.zeros(rows, dt), jnp.zeros(q.shape, dt))
+    last = np.append(pairs[1:, 0] != pairs[:-1, 0], True)  # pairs run row block by row block
+    m, z, out = _loop(step, start, (pairs[:, 0], pairs[:, 1], last))
+    return out, m + jnp.log(z)
+
+
+def _one_block(plan: _Blocks, q, k, v):
+    """`_forward` when everything is one block: the softmax at once, no running rescale."""
+    s = _scores(plan, q, k, 0, 0)
+    m = jax.lax.stop_gradient(jnp.max(s, axis=-1))
+    p = jnp.exp(s - m[..., None])
+    z = jnp.sum(p, axis=-1)
+    return jnp.einsum("bhgqk,bkhd->bqhgd", p, v) / _rows_last(z), m + jnp.log(z)
+
+
+def _zeros_after(x, shape, dtype):
+    """Zeros that XLA cannot make before x exists: 0 = min(number of x > 0, 0), which it does
+    not fold. Plain zeros it would make, with every constant, at the program's start, and
+    hold through the whole forward pass. (One block needs no loop: plain zeros fold away.)"""
+    return jnp.broadcast_to(jnp.minimum(jnp.sum(x > 0), 0).astype(dtype), shape)
 
 
 def _score_cotangent(p, dp, delta, scale: float):
@@ -339,7 +372,8 @@ def _score_cotangent(p, dp, delta, scale: float):
 
 
 def _backward(plan: _Blocks, q, k, v, out, lse, g):
-    """(dq, dk, dv) in the blocked layout, from the forward's out and lse and out's cotangent g."""
+    """(dq, dk, dv) in the compute dtype, from the forward's out and lse, out's cotangent g;
+    every array padded and laid out as in `_forward`."""
     # out_r = sum_c P_rc v_c with P_rc = exp(S_rc - lse_r), the softmax over c of the scores
     # S_rc = scale q_r . k_c. With dP_rc = g_r . v_c (the cotangent of P):
     #   dv_c = sum_r P_rc g_r
@@ -347,41 +381,47 @@ def _backward(plan: _Blocks, q, k, v, out, lse, g):
     #     delta_r = sum_c' P_rc' g_r . v_c' = g_r . out_r     (the softmax's Jacobian)
     #   dq_r = scale sum_c dS_rc k_c,   dk_c = scale sum_r dS_rc q_r.
     # Each block recomputes its P from q, k and lse; masked entries have P = 0, so give nothing.
-    delta = jnp.sum(g * out, axis=-1)
+    dt = _compute_dtype(q.dtype)
+    delta = jnp.moveaxis(jnp.sum(g.astype(dt) * out.astype(dt), axis=-1), 1, 3)
 
     def step(carry, ij):
         dq, dk, dv = carry
         i, j = ij
-        q_i, g_i = _block(q, i, plan.bq), _block(g, i, plan.bq)
-        k_j, v_j = _block(k, j, plan.bk, 2), _block(v, j, plan.bk, 2)
-        p = jnp.exp(_scores(plan, q_i, k_j, i, j) - _block(lse, i, plan.bq)[..., None])
-        dp = jnp.einsum("bhgqd,bhkd->bhgqk", g_i, v_j)
-        ds = _score_cotangent(p, dp, _block(delta, i, plan.bq)[..., None], plan.scale)
-        dq = _add_block(dq, jnp.einsum("bhgqk,bhkd->bhgqd", ds, k_j), i, plan.bq)
-        dk = _add_block(dk, jnp.einsum("bhgqk,bhgqd->bhkd", ds, q_i), j, plan.bk, 2)
-        dv = _add_block(dv, jnp.einsum("bhgqk,bhgqd->bhkd", p, g_i), j, plan.bk, 2)
+        q_i, g_i = (_block(x, i, plan.bq).astype(dt) for x in (q, g))
+        k_j, v_j = (_block(x, j, plan.bk).astype(dt) for x in (k, v))
+        p = jnp.exp(_scores(plan, q_i, k_j, i, j) - _block(lse, i, plan.bq, 3)[..., None])
+        dp = jnp.einsum("bqhgd,bkhd->bhgqk", g_i, v_j)
+        ds = _score_cotangent(p, dp, _block(delta, i, plan.bq, 3)[..., None], plan.scale)
+        dq = _add_block(dq, jnp.einsum("bhgqk,bkhd->bqhgd", ds, k_j), i, plan.bq)
+        dk = _add_block(dk, jnp.einsum("bhgqk,bqhgd->bkhd", ds, q_i), j, plan.bk)
+        dv = _add_block(dv, jnp.einsum("bhgqk,bqhgd->bkhd", p, g_i), j, plan.bk)
         return (dq, dk, dv), None
 
-    return _loop(step, (jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v)), _pairs(plan))
+    pairs = _pairs(plan)
+    zeros = _zeros_after if len(pairs) > 1 else lambda x, shape, dtype: jnp.zeros(shape, dtype)
+    start = tuple(zeros(delta, x.shape, dt) for x in (q, k, v))
+    return _loop(step, start, (pairs[:, 0], pairs[:, 1]))
 
 
-def _blocked(plan: _Blocks, query, key, value):
-    """query, key, value as [B, Hk, G, T', D] in the compute dtype (float32 for bfloat16)."""
-    dtype = jnp.promote_types(query.dtype, jnp.float32)
-    hk = key.shape[2]
-    q = _to_blocks(query.astype(dtype), hk, plan.nq * plan.bq)
-    k, v = (_to_blocks(x.astype(dtype), hk, plan.nk * plan.bk)[:, :, 0] for x in (key, value))
-    return q, k, v
+def _as_grouped(x, kv_heads: int):
+    """[B, T, H, D] -> [B, T, kv_heads, H // kv_heads, D], free."""
+    b, t, h, d = x.shape
+    return x.reshape(b, t, kv_heads, h // kv_heads, d)
 
 
-def _lse_blocks(plan: _Blocks, lse, hk: int):
-    b, h, t = lse.shape
-    lse = lse.reshape(b, hk, h // hk, t)
-    return jnp.pad(lse, [(0, 0)] * 3 + [(0, plan.nq * plan.bq - t)])
+def _grouped(plan: _Blocks, query, key, value):
+    """query as [B, Tq', Hk, G, D], key and value [B, Tk', Hk, D], padded to whole blocks."""
+    q = _padded(_as_grouped(query, key.shape[2]), plan.nq * plan.bq)
+    return (q, *(_padded(x, plan.nk * plan.bk) for x in (key, value)))
 
 
-def _with_batch(query, key, value):
-    return tuple(x[None] if x.ndim == 3 else x for x in (query, key, value))
+def _ungrouped(x, t: int, dtype):
+    """[B, T', Hk, (G,) D] -> [B, t, H, D] in dtype, the padding cut off."""
+    return x[:, :t].reshape(x.shape[0], t, -1, x.shape[-1]).astype(dtype)
+
+
+def _with_batch(*arrays):
+    return tuple(x[None] for x in arrays)
 
 
 def attention_forward(
@@ -403,12 +443,14 @@ def attention_forward(
     """
     query, key, value = (jnp.asarray(x) for x in (query, key, value))
     _check_attention(query, key, value, block_size)
+    options = dict(is_causal=is_causal, scale=scale, block_size=block_size)
+    if query.ndim == 3:
+        out, lse = attention_forward(*_with_batch(query, key, value), **options)
+        return out[0], lse[0]
     plan = _plan(query, key, is_causal, scale, block_size)
-    q, k, v = _blocked(plan, *_with_batch(query, key, value))
-    out, lse = _forward(plan, q, k, v)
-    out = _from_blocks(out, plan.tq).astype(query.dtype)
-    lse = lse[..., : plan.tq].reshape(out.shape[0], -1, plan.tq)
-    return (out[0], lse[0]) if query.ndim == 3 else (out, lse)
+    out, lse = _forward(plan, *_grouped(plan, query, key, value))
+    b, _, h, _ = query.shape
+    return _ungrouped(out, plan.tq, query.dtype), lse[..., : plan.tq].reshape(b, h, plan.tq)
 
 
 def attention_backward(
@@ -425,18 +467,19 @@ def attention_backward(
 ) -> tuple[Array, Array, Array]:
     """Cotangents (dquery, dkey, dvalue) for out's cotangent g, blockwise, recomputing the
     probabilities from query, key and the forward's logsumexp (`attention_forward`)."""
+    query, key, value, out, lse, g = (jnp.asarray(x) for x in (query, key, value, out, lse, g))
+    options = dict(is_causal=is_causal, scale=scale, block_size=block_size)
+    if query.ndim == 3:
+        grads = attention_backward(*_with_batch(query, key, value, out, lse, g), **options)
+        return tuple(x[0] for x in grads)
     plan = _plan(query, key, is_causal, scale, block_size)
-    query, key, value, out, g = (jnp.asarray(x) for x in (query, key, value, out, g))
-    batched = query.ndim == 4
-    if not batched:
-        query, key, value, out, g, lse = (x[None] for x in (query, key, value, out, g, lse))
-    q, k, v = _blocked(plan, query, key, value)
-    hk = key.shape[2]
-    o, do = (_to_blocks(x.astype(q.dtype), hk, plan.nq * plan.bq) for x in (out, g))
-    dq, dk, dv = _backward(plan, q, k, v, o, _lse_blocks(plan, lse, hk), do)
-    dq = _from_blocks(dq, plan.tq).astype(query.dtype)
-    dk, dv = (_from_blocks(x[:, :, None], plan.tk).astype(key.dtype) for x in (dk, dv))
-    return (dq, dk, dv) if batched else (dq[0], dk[0], dv[0])
+    q, k, v = _grouped(plan, query, key, value)
+    hk, rows = key.shape[2], plan.nq * plan.bq
+    o, do = (_padded(_as_grouped(x, hk), rows) for x in (out, g))
+    lse = _padded(lse.reshape(lse.shape[0], hk, -1, plan.tq), rows, axis=3)
+    dq, dk, dv = _backward(plan, q, k, v, o, lse, do)
+    dq = _ungrouped(dq, plan.tq, query.dtype)
+    return dq, _ungrouped(dk, plan.tk, key.dtype), _ungrouped(dv, plan.tk, key.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -483,7 +526,7 @@ def dot_product_attention(
         heads, query head h reading kv head h // (heads // kv_heads) (grouped-query).
       is_causal: row r sees keys 0..r (top-left aligned when Tq != Tk, as jax's).
       scale: of the scores; default 1 / sqrt(head_dim).
-      block_size: the largest block of query rows and of keys (default 256);
+      block_size: the largest block of query rows and of keys (default 128);
         each length is cut into equal blocks, padded where it does not divide.
 
     float32, float64 and bfloat16 (read per block, accumulated in float32).

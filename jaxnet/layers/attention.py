@@ -41,7 +41,7 @@ def attention(heads: int, *, causal: bool = True, block_size: int | None = None)
     Args:
       heads: attention heads; C must be a multiple of it.
       causal: each position sees itself and the positions before it (GPT).
-      block_size: the op's largest block (default `jaxnet.ops`' 256).
+      block_size: the op's largest block (default 128).
 
     Residual: the input, the output and the logsumexp per row: O(T), nothing T x T.
     """
