@@ -82,11 +82,12 @@ def reversible(*blocks: Sequence[core.Layer]) -> core.Layer:
     products per block instead of autodiff's 12).
 
     Accuracy: the rebuilt inputs are the true ones up to rounding, which the rebuild carries
-    through every block below. In float32, 32 blocks of serial(dense(256), gelu(),
-    dense(256, init=N(0, 0.02))) on width 512 give gradients within about 1e-6 of autodiff's
-    (max |difference| / max |autodiff| per leaf; 1e-14 in float64). Blocks whose f or g
-    amplify (large weights: with kaiming init, 32 blocks of x + f(x) grow activations to
-    ~1e12) lose the input to cancellation in y - f(x): keep the blocks near the identity.
+    through every block below it. Measured (benchmarks/memory_bench.py): 32 blocks of
+    serial(dense(256), gelu(), dense(256, init=N(0, 0.02^2))) on width 512 give float32
+    gradients within 1.0e-5 of autodiff's (max |difference| / max |autodiff| per leaf),
+    2e-14 in float64. Blocks that amplify (with kaiming init, 32 blocks of x + f(x) grow
+    activations to ~1e12) lose the input to cancellation in y - f(x): in float32 keep the
+    blocks near the identity (small last layers), or rebuild in float64.
 
     Dropout works: the rebuild draws the same masks from the same keys. A layer with running
     state (batch_norm in train mode) is refused. The "ops" and "autodiff" modes walk f and g
