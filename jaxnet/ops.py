@@ -203,7 +203,7 @@ _TO_KEYS = "bh...qk,bqh...d->bkhd"  # dS^T q_i and p^T g_i, summed over the grou
 
 
 class _Blocks(NamedTuple):
-    """The static plan of one attention call: hashable, the op's nondiff argument."""
+    """The static plan of one attention call: block sizes and true lengths, from its shapes."""
 
     causal: bool
     scale: float
@@ -504,6 +504,8 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 class _Options(NamedTuple):
+    """The op's static keywords: hashable, its nondiff argument."""
+
     is_causal: bool
     scale: float | None
     block_size: int | None
