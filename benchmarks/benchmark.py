@@ -10,8 +10,10 @@ and compilation are not timed, and each figure is a median of --repeats runs.
 Sections: step (one gradient step per mode against plain autodiff and the GEMM floor),
 torch (PyTorch eager, when importable), lesson (lesson 001's 500-step run), epoch (a
 train_mlp epoch on Fashion-MNIST-sized data against its matmul floor), memory (saved
-residuals and compiled temporary bytes), profile (jax.profiler time by kind of op for the
-epoch and the batch-4096 step, with their HLO in --output_dir/profile/), devices
+residuals and compiled temporary bytes of the MLPs; attention, a GPT block stack and a
+reversible stack against autodiff, with memory.png: see benchmarks/memory_bench.py),
+profile (jax.profiler time by kind of op for the epoch and the batch-4096 step, with their
+HLO in --output_dir/profile/), devices
 (train_mlp on 1/2/4/8 simulated devices), layers (three networks of jaxnet.layers against
 the same networks written in plain jax.numpy: paired timing, residuals, kernels; see
 benchmarks/layer_bench.py).
@@ -44,7 +46,7 @@ from absl import app, flags
 from jax._src.ad_checkpoint import saved_residuals
 
 import jaxnet
-from benchmarks import layer_bench
+from benchmarks import layer_bench, memory_bench
 from experiments import common
 from jaxnet import profiling
 from jaxnet.lessons import reference
@@ -56,8 +58,8 @@ _SECTIONS = flags.DEFINE_list("sections", list(SECTIONS), f"Which of {list(SECTI
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed runs per figure (median).", lower_bound=3)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/benchmark", "Where benchmark.json goes.")
 _DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "2", "4", "8"], "For --sections=devices.")
-_ROUNDS = flags.DEFINE_integer("rounds", 41, "Paired rounds per network in --sections=layers.",
-                               lower_bound=3)  # fmt: skip
+_ROUNDS = flags.DEFINE_integer("rounds", 41, "Paired rounds per timed comparison in "
+                               "--sections=layers,memory.", lower_bound=3)  # fmt: skip
 
 # (sizes, batch) of lesson 001, the lessons' MNIST MLP, and a wide MLP at two batch sizes.
 CONFIGS = [([1000, 100, 10], 64), ([784, 100, 10], 64), ([784, 800, 800, 10], 512),
@@ -405,7 +407,15 @@ def _bytes(avals) -> int:
     return int(sum(np.prod(a.shape) * a.dtype.itemsize for a in avals))
 
 
-def section_memory():
+def section_memory(output_dir: Path, rounds: int) -> dict:
+    """{"mlp": residual and temp bytes of the MLPs, then memory_bench's attention, GPT and
+    reversible rows and targets}; writes memory.png (temp against T and depth)."""
+    results = {"mlp": mlp_memory(), **memory_bench.section(rounds)}
+    results["plot"] = Path(memory_bench.plot(results, output_dir / "memory.png")).name
+    return results
+
+
+def mlp_memory():
     rows = []
     for sizes, batch in CONFIGS:
         for loss in LOSSES:
@@ -504,6 +514,8 @@ def report(results) -> str:
                       [[r["run"], *(f"{r['ms'].get(k, 0.0):.2f}" for k in kinds)]
                        for r in results["profile"]])  # fmt: skip
     if "memory" in results:
+        memory = results["memory"]
+        mlp = memory["mlp"] if isinstance(memory, dict) else memory  # older runs: a list
         out += _table("memory: residuals saved for the backward (beyond the arguments), "
                       "compiled temporaries (bytes)",
                       ["sizes", "batch", "loss", "fused res", "ops res", "jaxnet_autodiff res",
@@ -514,7 +526,12 @@ def report(results) -> str:
                         str(r["jaxnet_autodiff_residual_bytes"]), str(r["plain_residual_bytes"]),
                         f"{r['fused/plain residuals']:.3f}", str(r["fused_temp_bytes"]),
                         str(r["plain_temp_bytes"]), f"{r['fused/plain temp']:.3f}"]
-                       for r in results["memory"]])  # fmt: skip
+                       for r in mlp])  # fmt: skip
+        if isinstance(memory, dict):
+            for title, header, rows in memory_bench.tables(memory):
+                out += _table(f"memory: {title}", header, rows)
+            out += ["", f"![memory against T and depth]({Path(memory['plot']).name})", ""]
+            out += memory_bench.target_lines(memory)
     if "devices" in results:
         out += _table("train_mlp digits, 3 epochs, batch 64, on N simulated CPU devices "
                       "(they share the same cores: not faster)",
@@ -588,7 +605,8 @@ def main(argv):
                "layers": lambda: layer_bench.section(_ROUNDS.value),
                "epoch": lambda: section_epoch(repeats),
                "profile": lambda: section_profile(Path(_OUTPUT_DIR.value)),
-               "memory": section_memory, "devices": section_devices}  # fmt: skip
+               "memory": lambda: section_memory(Path(_OUTPUT_DIR.value), _ROUNDS.value),
+               "devices": section_devices}  # fmt: skip
     for name, runner in runners.items():
         if name in sections:
             results[name] = runner()

@@ -15,8 +15,9 @@ Residuals are shared for free: a ReLU or tanh keeps its output, which is also th
 dense layer's input, so the fused chain holds that array once.
 
 Where things live: `core` (the contract, `serial`, `residual`, `apply`, `run`), then one
-module per family: `dense`, `activations`, `norms`, `stochastic`, `embedding`. To write
-your own layer, copy a neighbour from its family's module.
+module per family: `dense`, `activations`, `norms`, `stochastic`, `embedding` (with GPT's
+`position_embedding`), `attention`, `reversible` (a stack that rebuilds its activations). To
+write your own layer, copy a neighbour from its family's module.
 """
 
 from jaxnet.layers.activations import gelu as gelu
@@ -24,6 +25,7 @@ from jaxnet.layers.activations import general_relu as general_relu
 from jaxnet.layers.activations import leaky_relu as leaky_relu
 from jaxnet.layers.activations import relu as relu
 from jaxnet.layers.activations import tanh as tanh
+from jaxnet.layers.attention import attention as attention
 from jaxnet.layers.core import Layer as Layer
 from jaxnet.layers.core import LayerError as LayerError
 from jaxnet.layers.core import apply as apply
@@ -35,8 +37,10 @@ from jaxnet.layers.core import serial as serial
 from jaxnet.layers.dense import dense as dense
 from jaxnet.layers.embedding import embedding as embedding
 from jaxnet.layers.embedding import flatten as flatten
+from jaxnet.layers.embedding import position_embedding as position_embedding
 from jaxnet.layers.norms import batch_norm as batch_norm
 from jaxnet.layers.norms import layer_norm as layer_norm
+from jaxnet.layers.reversible import reversible as reversible
 from jaxnet.layers.stochastic import bernoulli_gate as bernoulli_gate
 from jaxnet.layers.stochastic import dropout as dropout
 
@@ -44,6 +48,7 @@ __all__ = [
     "Layer",
     "LayerError",
     "apply",
+    "attention",
     "batch_norm",
     "bernoulli_gate",
     "dense",
@@ -56,8 +61,10 @@ __all__ = [
     "layer_norm",
     "leaky_relu",
     "plain",
+    "position_embedding",
     "relu",
     "residual",
+    "reversible",
     "run",
     "serial",
     "tanh",

@@ -1,4 +1,5 @@
-"""Token ids to vectors, and back to a flat batch: makemore's C[X] and its embcat."""
+"""Token ids to vectors, and back to a flat batch: makemore's C[X] and its embcat; GPT's
+learned positions."""
 
 import jax
 import jax.numpy as jnp
@@ -76,3 +77,41 @@ def flatten() -> core.Layer:
         return {}, g.reshape(shape_carrier.shape[:-1])  # a reshape is undone by a reshape
 
     return core.Layer(init, forward, backward, "flatten")
+
+
+def position_embedding(max_len: int, *, stddev: float = 0.02) -> core.Layer:
+    """GPT's learned positions: adds table[t] to position t of a [batch, T, C] input.
+
+    Params: {"table": [max_len, C]}, drawn from N(0, stddev^2) (0.02, as GPT-2's wpe).
+    T may be anything up to max_len; a longer input is refused. A single example [T, C]
+    works too (vmap).
+    """
+    if not isinstance(max_len, (int, np.integer)) or max_len < 1:
+        raise ValueError(f"position_embedding: max_len={max_len!r} must be a positive int.")
+
+    def init(key, input_shape, dtype=jnp.float32):
+        table = stddev * jax.random.normal(key, (max_len, input_shape[-1]), dtype)
+        return tuple(input_shape), {"table": table}, {}
+
+    def forward(params, state, x, *, train=False, key=None):
+        del train, key
+        table = params["table"]
+        core.check_fits("position_embedding", x, table[0], "a table row")
+        length = jnp.shape(x)[-2] if jnp.ndim(x) >= 2 else None
+        if length is None or length > max_len:
+            raise core.LayerError(
+                f"position_embedding: input of shape {jnp.shape(x)} has {length} positions; "
+                f"expected [batch, T, C] with T <= max_len={max_len}. Build the layer with a "
+                "larger max_len, or cut the sequence."
+            )
+        return x + table[:length], None, state  # no residual: the backward needs only g
+
+    def backward(params, residual, g):
+        # out[..., t, :] = x[..., t, :] + table[t]: dx = g, and row t of the table collects
+        # g summed over the batch; rows past T were not used and get 0.
+        del residual
+        rows = jnp.sum(g, axis=tuple(range(g.ndim - 2)))
+        dtable = jnp.pad(rows, ((0, params["table"].shape[0] - rows.shape[0]), (0, 0)))
+        return {"table": dtable}, g
+
+    return core.Layer(init, forward, backward, "position_embedding")

@@ -109,3 +109,41 @@ def ln_gelu_net_loss(params: Params, state, x: ArrayLike, y: ArrayLike):
         ln = params[i + 1]
         h = jax.nn.gelu((h - mean) / jnp.sqrt(var + EPS) * ln["scale"] + ln["bias"])
     return softmax_cross_entropy(linear(h, params[-1]["w"], params[-1]["b"]), y), state
+
+
+# ------------------------------------------------------------ a GPT, nanoGPT's code by hand
+
+
+def layer_norm(x: ArrayLike, params) -> Array:
+    """(x - mean) / sqrt(var + EPS) * scale + bias over the last axis."""
+    mean, var = jnp.mean(x, axis=-1, keepdims=True), jnp.var(x, axis=-1, keepdims=True)
+    return (x - mean) / jnp.sqrt(var + EPS) * params["scale"] + params["bias"]
+
+
+def causal_self_attention(qkv: ArrayLike, heads: int) -> Array:
+    """nanoGPT's attention between its c_attn and c_proj, the whole T x T at once:
+    [B, T, 3C] -> [B, T, C]."""
+    b, t, c = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    q, k, v = (
+        a.reshape(b, t, heads, c // heads).transpose(0, 2, 1, 3) for a in jnp.split(qkv, 3, -1)
+    )
+    att = q @ k.transpose(0, 1, 3, 2) * (c // heads) ** -0.5
+    att = jnp.where(jnp.tril(jnp.ones((t, t), bool)), att, -jnp.inf)
+    y = jax.nn.softmax(att, axis=-1) @ v
+    return y.transpose(0, 2, 1, 3).reshape(b, t, c)
+
+
+def gpt_loss(params: Params, state, ids: ArrayLike, labels: ArrayLike, *, heads: int):
+    """The GPT of `jaxnet.layers`: embedding, position_embedding, then pairs of pre-norm
+    blocks residual(layer_norm, dense(3C), attention(heads), dense(C)) and
+    residual(layer_norm, dense(4C), gelu, dense(C)), layer_norm, dense(vocab); mean
+    cross-entropy of the next-token logits [B, T, vocab]: (loss, state)."""
+    embed, positions, *blocks, final_norm, head = params
+    h = embed["table"][ids] + positions["table"][: jnp.shape(ids)[-1]]
+    for attn, mlp_ in zip(blocks[::2], blocks[1::2]):
+        qkv = linear(layer_norm(h, attn[0]), attn[1]["w"], attn[1]["b"])
+        h = h + linear(causal_self_attention(qkv, heads), attn[3]["w"], attn[3]["b"])
+        hidden = jax.nn.gelu(linear(layer_norm(h, mlp_[0]), mlp_[1]["w"], mlp_[1]["b"]))
+        h = h + linear(hidden, mlp_[3]["w"], mlp_[3]["b"])
+    logits = linear(layer_norm(h, final_norm), head["w"], head["b"])
+    return softmax_cross_entropy(logits, labels), state
