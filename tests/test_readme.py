@@ -13,7 +13,6 @@ import pytest
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTIONS = (
     "A jaxnet block in your own model",
-    "Hand VJPs that do less than autodiff",
     "Inside flax.nnx and equinox",
     "Write your own loss",
 )
