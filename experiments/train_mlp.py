@@ -190,20 +190,6 @@ def plot_curves(workdir: str | Path) -> Path | None:
     return Path(common.save_png(fig, Path(workdir) / "curves.png"))
 
 
-def _percent(value) -> str:
-    finite = isinstance(value, (int, float)) and math.isfinite(value)
-    return f"{100 * value:.2f}%" if finite else "n/a (regression)"
-
-
-def _final_line(summary: dict) -> str:
-    """The summary in one line: test figures, validation accuracy if any, time, folder."""
-    valid = summary.get("valid_accuracy")  # absent from summaries written before it
-    shown = "" if valid is None else f", valid accuracy {_percent(valid)}"
-    return (f"test accuracy {_percent(summary['test_accuracy'])}, test loss "
-            f"{float(summary['test_loss']):.4f}{shown}, {summary['wall_seconds']:.1f}s; "
-            f"wrote {_OUTPUT_DIR.value}")  # fmt: skip
-
-
 def main(argv):
     del argv
     common.quiet_jax_logs()
@@ -223,7 +209,7 @@ def main(argv):
         sys.exit(f"train_mlp: error: {e}")
     if summary is not None and jax.process_index() == 0:
         plot_curves(_OUTPUT_DIR.value)
-        say(_final_line(summary))
+        say(job.summary_line(summary, _OUTPUT_DIR.value))
 
 
 if __name__ == "__main__":

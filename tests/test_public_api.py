@@ -348,6 +348,7 @@ PUBLIC = {
         "network",
         "prepare",
         "read_metrics",
+        "summary_line",
         "train_and_evaluate",
     ],
     "jaxnet.lessons": [],

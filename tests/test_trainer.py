@@ -288,14 +288,14 @@ def test_the_validation_split_is_carved_from_training_the_same_for_every_seed():
 
 
 def test_a_finished_regression_run_again_gives_its_summary_with_nan_accuracy(tmp_path):
-    from experiments import train_mlp
-
     config = trainer.Config.for_dataset("synthetic", epochs=3)
     first = trainer.train_and_evaluate(config, tmp_path)
     again = trainer.train_and_evaluate(dataclasses.replace(config, resume=True), tmp_path)
     assert isinstance(again["test_accuracy"], float) and math.isnan(again["test_accuracy"])
     assert again["test_loss"] == first["test_loss"] and again["valid_loss"] is None
-    assert train_mlp._final_line(again).startswith("test accuracy n/a (regression), test loss ")
+    assert trainer.summary_line(again, tmp_path).startswith(
+        "test accuracy n/a (regression), test loss "
+    )
 
 
 def _rewrite(path: Path, meta_change=None, nan=False) -> None:

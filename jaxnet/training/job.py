@@ -15,6 +15,7 @@ flags are refused (`overwrite=True` starts afresh). A non-finite training loss s
 
 import contextlib
 import json
+import math
 import os
 import signal
 import time
@@ -548,3 +549,17 @@ class _Loop(NamedTuple):
                 self.log(f"stopped after epoch {epoch}; run the same command again to continue")
                 return None
         return state, records
+
+
+def _percent(value) -> str:
+    finite = isinstance(value, (int, float)) and math.isfinite(value)
+    return f"{100 * value:.2f}%" if finite else "n/a (regression)"
+
+
+def summary_line(summary: dict, workdir) -> str:
+    """The summary in one line: test figures, validation accuracy if any, time, folder."""
+    valid = summary.get("valid_accuracy")  # absent from summaries written before it
+    shown = "" if valid is None else f", valid accuracy {_percent(valid)}"
+    return (f"test accuracy {_percent(summary['test_accuracy'])}, test loss "
+            f"{float(summary['test_loss']):.4f}{shown}, {summary['wall_seconds']:.1f}s; "
+            f"wrote {workdir}")  # fmt: skip
