@@ -56,6 +56,9 @@ from jaxnet.training import data, files, loop
 SECTIONS = ("step", "torch", "lesson", "epoch", "profile", "memory", "devices", "layers")
 _SECTIONS = flags.DEFINE_list("sections", list(SECTIONS), f"Which of {list(SECTIONS)} to run.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed runs per figure (median).", lower_bound=3)
+_LESSON_STEPS = flags.DEFINE_integer(
+    "lesson_steps", 500, "SGD steps of lesson 001's run (--sections=lesson).", lower_bound=1
+)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/benchmark", "Where benchmark.json goes.")
 _DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "2", "4", "8"], "For --sections=devices.")
 _ROUNDS = flags.DEFINE_integer("rounds", 41, "Paired rounds per timed comparison in "
@@ -261,20 +264,22 @@ def torch_lesson(torch, steps=500, lr=1e-6):
     return w1
 
 
-def section_lesson(repeats):
+def section_lesson(repeats, steps=500):
     params, x, _ = problem([1000, 100, 10], 64, "mse")
     params = [{"w": layer["w"]} for layer in params]
     y = jax.random.normal(jax.random.key(9), (64, 10))
     loss_and_grad = functools.partial(jaxnet.forward_and_backward, loss="sum_squares")
-    run = jax.jit(lambda p: loop.fit_full_batch(loss_and_grad, p, (x, y), loop.hand_sgd(1e-6), 500))
-    calls = {"jaxnet_scan": lambda: run(params), "numpy_float64": lambda: numpy_lesson(np.float64),
-             "numpy_float32": lambda: numpy_lesson(np.float32)}  # fmt: skip
+    sgd = loop.hand_sgd(1e-6)
+    run = jax.jit(lambda p: loop.fit_full_batch(loss_and_grad, p, (x, y), sgd, steps))
+    calls = {"jaxnet_scan": lambda: run(params),
+             "numpy_float64": lambda: numpy_lesson(np.float64, steps),
+             "numpy_float32": lambda: numpy_lesson(np.float32, steps)}  # fmt: skip
     torch = _torch()
     if torch is not None:
-        calls["torch_eager"] = lambda: torch_lesson(torch)
+        calls["torch_eager"] = lambda: torch_lesson(torch, steps)
     times = interleaved_medians(calls, repeats=repeats, warmup=1)
     ratios = {f"jaxnet_scan/{k}": times["jaxnet_scan"] / t for k, t in times.items()}
-    return {"ms": {k: 1e3 * t for k, t in times.items()}, "ratios": ratios}
+    return {"ms": {k: 1e3 * t for k, t in times.items()}, "ratios": ratios, "steps": steps}
 
 
 # ---------------------------------------------------------------------- a train epoch
@@ -496,7 +501,8 @@ def report(results) -> str:
                            for r in t["rows"]])  # fmt: skip
     if "lesson" in results:
         lesson = results["lesson"]
-        out += _table("lesson 001, 500 steps (median ms)", ["run", "ms", "jaxnet_scan/run"],
+        steps = lesson.get("steps", 500)
+        out += _table(f"lesson 001, {steps} steps (median ms)", ["run", "ms", "jaxnet_scan/run"],
                       [[k, f"{v:.1f}", f"{lesson['ratios']['jaxnet_scan/' + k]:.3f}"]
                        for k, v in lesson["ms"].items()])  # fmt: skip
     if "epoch" in results:
@@ -601,7 +607,8 @@ def main(argv):
     if "step" in sections:
         rows, targets = section_step(repeats)
         results["step"] = {"rows": rows, "targets": targets}
-    runners = {"torch": lambda: section_torch(repeats), "lesson": lambda: section_lesson(repeats),
+    runners = {"torch": lambda: section_torch(repeats),
+               "lesson": lambda: section_lesson(repeats, _LESSON_STEPS.value),
                "layers": lambda: layer_bench.section(_ROUNDS.value),
                "epoch": lambda: section_epoch(repeats),
                "profile": lambda: section_profile(Path(_OUTPUT_DIR.value)),

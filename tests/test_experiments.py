@@ -122,7 +122,7 @@ def test_benchmark_writes_table_and_json(tmp_path):
     (tmp_path / "benchmark.json").write_text(json.dumps({"devices": devices, "machine": {}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "benchmarks.benchmark", "--sections=lesson", "--repeats=3",
-           f"--output_dir={tmp_path}"]  # fmt: skip
+           "--lesson_steps=20", f"--output_dir={tmp_path}"]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "benchmark.json").read_text())
