@@ -209,57 +209,19 @@ def vjps(f, params, state, x, key, cotangent_key):
 TOL = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=2e-5, atol=2e-6)}
 
 
-def assert_trees_close(got, want, **tol):
-    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(w), **tol)
+def assert_trees_close(got, want, *, rtol, atol):
+    """Leaf by leaf: |got - want| <= rtol |want| + atol max(1, max|want leaf|).
 
-
-def check(case, batch, dtype, transform=None):
-    """The hand VJP of case's layer against jax.grad of its plain forward."""
-    layer, params, state, x, key = setup(case, batch, dtype)
-    hand, plain = _leaf_apply(layer, case), _plain(layer, case)
-    run = transform or jax.jit(vjps, static_argnums=0)
-    got = run(hand, params, state, x, key, jax.random.key(9))
-    want = run(plain, params, state, x, key, jax.random.key(9))
-    assert_trees_close(got, want, **TOL[jnp.dtype(dtype).name])
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_hand_backward_matches_jax_grad_float64(name):
-    with jax.enable_x64(True):
-        check(CASES[name], 3, jnp.float64)
-
-
-@pytest.mark.parametrize("name", list(CASES)[1::2])  # a sample: float32 differs by rounding only
-def test_hand_backward_matches_jax_grad_float32(name):
-    check(CASES[name], 3, jnp.float32)
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_deliberately_wrong_backward_is_caught(name):
-    case = CASES[name]
-    with jax.enable_x64(True):
-        broken = case._replace(make=lambda: case.wrong(case.make()))
-        with pytest.raises(AssertionError, match="Not equal to tolerance"):
-            check(broken, 3, jnp.float64)
-
-
-# Batch sizes 1 and 2, where they mean something: batch_norm's train mode needs 2.
-BATCH_CASES = [n for n in CASES if n != "batch_norm_train"]
-
-
-@pytest.mark.parametrize("name", BATCH_CASES[::2])
-@pytest.mark.parametrize("batch", [1, 2])
-def test_small_batches(name, batch):
-    with jax.enable_x64(True):
-        check(CASES[name], batch, jnp.float64)
-
-
-def test_batch_norm_at_batch_one_is_a_clear_error_not_nan():
-    layer, params, state, x, _ = setup(CASES["batch_norm_train"], 1, jnp.float32)
-    with pytest.raises(L.LayerError, match="at least 2 examples"):
-        layer.forward(params, state, x, train=True, key=None)
-    check(CASES["batch_norm_train"], 2, jnp.float32)
+    The inputs and params are of order 1, so a cancelling sum (batch_norm's dx at batch 2)
+    keeps a rounding error of order atol even where its result is small; a large leaf's
+    atol grows with it, never a bare absolute tolerance on large values.
+    """
+    got, want = jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)
+    assert len(got) == len(want), (len(got), len(want))
+    for g, w in zip(got, want):
+        w = np.asarray(w)
+        scale = max(1.0, float(np.max(np.abs(w), initial=0.0)))
+        np.testing.assert_allclose(np.asarray(g), w, rtol=rtol, atol=atol * scale)
 
 
 def _finite_difference_gap(f, params, state, x, key, eps=1e-6):
@@ -284,20 +246,6 @@ def _finite_difference_gap(f, params, state, x, key, eps=1e-6):
     return jnp.abs(analytic - numeric) / jnp.maximum(jnp.abs(numeric), 1e-8)
 
 
-@pytest.mark.parametrize("name", [n for n in DERIVATIVES if n != "general_relu"][::2])
-def test_finite_differences(name):
-    # A sample of the registry. general_relu has kinks at 0 and maxv that a random step can
-    # cross; its exact check against jax.grad above is the one that holds it. The gates'
-    # backward is by design not the derivative of their forward, so they are left out.
-    case = CASES[name]
-    with jax.enable_x64(True):
-        layer, params, state, x, key = setup(case, 3, jnp.float64)
-        gap = jax.jit(_finite_difference_gap, static_argnums=0)(
-            _leaf_apply(layer, case), params, state, x, key
-        )
-        assert gap < 1e-6, gap
-
-
 def _per_example(f, params, state, x, key, cotangent_key):
     """Per-example gradients: vmap over x[:, None], each example keeping a batch axis."""
 
@@ -317,19 +265,132 @@ def _grad_of_grad(f, params, state, x, key, cotangent_key):
     return jax.grad(sq_norm)(params) if jax.tree_util.tree_leaves(params) else None
 
 
+# Which check runs on which case: every case where the check means something. (These
+# were samples, every other case, while each check compiled on its own; with one compile
+# per case and dtype, see `_battery`, the whole grid costs little more.)
+BATCH_CASES = [n for n in CASES if n != "batch_norm_train"]  # batch_norm's train mode needs 2
 PER_EXAMPLE = [n for n in CASES if not CASES[n].train]  # per-example batch statistics: none
+SAMPLES = {
+    "float32": list(CASES),
+    "small_batches": BATCH_CASES,  # batch sizes 1 and 2, where they mean something
+    # general_relu has kinks at 0 and maxv that a random step can cross; its exact check
+    # against jax.grad is the one that holds it. The gates' backward is by design not the
+    # derivative of their forward, so they are left out.
+    "finite_differences": [n for n in DERIVATIVES if n != "general_relu"],
+    "per_example": PER_EXAMPLE,
+    "grad_of_grad": [n for n in CASES if n not in ("relu", "leaky_relu")],
+}
 
 
-@pytest.mark.parametrize("name", PER_EXAMPLE[::2])
+TRANSFORMS = {"per_example": _per_example, "grad_of_grad": _grad_of_grad}
+
+
+def _battery(name, dtype):
+    """Every check of case `name` in `dtype`, computed by ONE jitted function.
+
+    An XLA compile costs about as much for seven small computations as for three, and far
+    more than running them, so each case compiles once per dtype and every test of that
+    case reads its part of the result (see `results`): (hand, jax.grad) pairs under
+    "batch 1", "batch 2", "batch 3", "wrong", "per_example", "grad_of_grad", and the
+    finite-difference gap under "finite_differences".
+    """
+    case = CASES[name]
+    layer, *_ = setup(case, 3, dtype)
+    wrong = case.wrong(case.make())  # init and forward unchanged: the same params and x
+    fns = {"hand": _leaf_apply(layer, case), "plain": _plain(layer, case),
+           "wrong_hand": _leaf_apply(wrong, case), "wrong_plain": _plain(wrong, case)}  # fmt: skip
+    if dtype == jnp.float64:
+        batches = [1, 2, 3] if name in SAMPLES["small_batches"] else [3]
+        extras = [c for c in ("per_example", "grad_of_grad", "finite_differences")
+                  if name in SAMPLES[c]]  # fmt: skip
+    else:
+        batches = [3] + ([2] if name == "batch_norm_train" else [])  # its batch-one test
+        extras = []
+    inputs = {b: setup(case, b, dtype)[1:] for b in batches}  # (params, state, x, key)
+
+    def run(inputs):
+        ck = jax.random.key(9)
+
+        def pair(check, batch=3, hand="hand", plain="plain"):
+            args = inputs[batch]
+            return check(fns[hand], *args, ck), check(fns[plain], *args, ck)
+
+        out = {f"batch {b}": pair(vjps, b) for b in batches}
+        if dtype == jnp.float64:
+            out["wrong"] = pair(vjps, hand="wrong_hand", plain="wrong_plain")
+        for check in extras:
+            if check == "finite_differences":
+                out[check] = _finite_difference_gap(fns["hand"], *inputs[3])
+            else:
+                out[check] = pair(TRANSFORMS[check])
+        return out
+
+    return jax.device_get(jax.jit(run)(inputs))
+
+
+@functools.cache
+def results(name, dtype_name):
+    """_battery's result, once per (case, dtype) and process."""
+    if dtype_name == "float64":
+        with jax.enable_x64(True):
+            return _battery(name, jnp.float64)
+    return _battery(name, jnp.float32)
+
+
+def _close(name, dtype_name, part):
+    got, want = results(name, dtype_name)[part]
+    assert_trees_close(got, want, **TOL[dtype_name])
+
+
+def _by_case(names):
+    """names as parameters, each case's tests grouped on one pytest-xdist worker."""
+    return [pytest.param(n, marks=pytest.mark.xdist_group(f"layer-{n}")) for n in names]
+
+
+@pytest.mark.parametrize("name", _by_case(CASES))
+def test_hand_backward_matches_jax_grad_float64(name):
+    _close(name, "float64", "batch 3")
+
+
+@pytest.mark.parametrize("name", _by_case(SAMPLES["float32"]))
+def test_hand_backward_matches_jax_grad_float32(name):
+    _close(name, "float32", "batch 3")
+
+
+@pytest.mark.parametrize("name", _by_case(CASES))
+def test_deliberately_wrong_backward_is_caught(name):
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        _close(name, "float64", "wrong")
+
+
+@pytest.mark.parametrize("name", _by_case(SAMPLES["small_batches"]))
+@pytest.mark.parametrize("batch", [1, 2])
+def test_small_batches(name, batch):
+    _close(name, "float64", f"batch {batch}")
+
+
+@pytest.mark.parametrize("name", _by_case(["batch_norm_train"]))
+def test_batch_norm_at_batch_one_is_a_clear_error_not_nan(name):
+    layer, params, state, x, _ = setup(CASES[name], 1, jnp.float32)
+    with pytest.raises(L.LayerError, match="at least 2 examples"):
+        layer.forward(params, state, x, train=True, key=None)
+    _close(name, "float32", "batch 2")
+
+
+@pytest.mark.parametrize("name", _by_case(SAMPLES["finite_differences"]))
+def test_finite_differences(name):
+    gap = results(name, "float64")["finite_differences"]
+    assert gap < 1e-6, gap
+
+
+@pytest.mark.parametrize("name", _by_case(SAMPLES["per_example"]))
 def test_vmap_per_example_gradients(name):
-    with jax.enable_x64(True):
-        check(CASES[name], 3, jnp.float64, transform=jax.jit(_per_example, static_argnums=0))
+    _close(name, "float64", "per_example")
 
 
-@pytest.mark.parametrize("name", [n for n in CASES if n not in ("relu", "leaky_relu")][1::2])
+@pytest.mark.parametrize("name", _by_case(SAMPLES["grad_of_grad"]))
 def test_grad_of_grad(name):
-    with jax.enable_x64(True):
-        check(CASES[name], 3, jnp.float64, transform=jax.jit(_grad_of_grad, static_argnums=0))
+    _close(name, "float64", "grad_of_grad")
 
 
 # --------------------------------------------------------------------------- batch_norm
