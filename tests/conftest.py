@@ -10,6 +10,27 @@ import jaxnet
 # Experiment scripts define absl flags; tests set them with flagsaver, never via sys.argv.
 flags.FLAGS.mark_as_parsed()
 
+# Whole files of end-to-end runs: `pytest -m "not slow"` is the inner loop without them.
+SLOW_FILES = {
+    "test_experiments.py",
+    "test_parallel.py",
+    "test_kill_and_resume.py",
+    "test_train_mlp.py",
+    "test_lock.py",
+    "test_profiling.py",
+    "test_readme.py",
+    "test_interop.py",
+    "test_makemore.py",
+    "test_trainer.py",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
+
 # Explicit tolerances for hand-vs-automatic gradients, per dtype.
 TOLERANCES = {
     "float64": dict(rtol=1e-10, atol=1e-12),
