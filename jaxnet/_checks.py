@@ -72,6 +72,13 @@ def positive_int(value, what: str) -> int:
     return int(value)
 
 
+def integer(value, what: str) -> int:
+    """value as an int; TypeError for a bool, a float or anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what}={value!r} must be an int.")
+    return int(value)
+
+
 def boolean(value, what: str) -> bool:
     """value as a Python bool; anything else (1, "no") is refused."""
     if not _is_bool(value):
@@ -195,8 +202,11 @@ def check_regression_target(pred_shape: tuple[int, ...], target: ArrayLike, dtyp
         )
 
 
-def check_labels(logits_shape: tuple[int, ...], labels: ArrayLike, what: str) -> None:
-    """Checks integer labels of shape logits_shape[:-1] with values in [0, classes)."""
+def check_labels(
+    logits_shape: tuple[int, ...], labels: ArrayLike, what: str, *, ignore_index: int | None = None
+) -> None:
+    """Checks integer labels of shape logits_shape[:-1] with values in [0, classes) (or equal
+    to ignore_index)."""
     shape = _shape(labels)
     if len(logits_shape) < 1 or shape != logits_shape[:-1]:
         raise ValueError(
@@ -211,10 +221,11 @@ def check_labels(logits_shape: tuple[int, ...], labels: ArrayLike, what: str) ->
     if is_concrete(labels) and np.size(labels):
         classes = logits_shape[-1]
         values = np.asarray(labels)
-        bad = values[(values < 0) | (values >= classes)]
+        bad = values[((values < 0) | (values >= classes)) & (values != ignore_index)]
         if bad.size:
+            also = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
             raise ValueError(
-                f"{what}: labels must lie in [0, {classes}) for {classes} classes; found "
+                f"{what}: labels must lie in [0, {classes}) for {classes} classes{also}; found "
                 f"{bad.size} outside, e.g. {bad[:5].tolist()}."
             )
 

@@ -101,36 +101,62 @@ def _nll(logp: Array, labels: Array, smoothing: float) -> Array:
     return jnp.where(_valid_labels(labels, classes), nll, jnp.nan)
 
 
-def cross_entropy(label_smoothing: float = 0.0) -> Loss:
-    """Mean cross-entropy of softmax(logits) against integer labels.
+def _counted(labels: Array, ignore_index: int | None) -> tuple[Array | None, Array]:
+    """(mask of the positions that count or None for all, how many count, at least 1)."""
+    if ignore_index is None:
+        return None, jnp.asarray(labels.size)
+    mask = labels != ignore_index
+    return mask, jnp.maximum(jnp.sum(mask), 1)
+
+
+def cross_entropy(label_smoothing: float = 0.0, ignore_index: int | None = None) -> Loss:
+    """Mean cross-entropy of softmax(logits) against integer labels, over every position.
+
+    The logits are [..., classes] and the labels [...], e.g. a language model's [B, T, vocab]
+    next-token logits against [B, T] ids: the mean runs over all B * T positions.
 
     Args:
       label_smoothing: s in [0, 1): the target puts 1 - s on the label and spreads s evenly
         over every class (Szegedy et al. 2016). 0 is plain cross-entropy.
+      ignore_index: as torch's: positions whose label equals it contribute nothing and are
+        not counted in the mean (padding). A batch where every label is ignored has loss 0
+        and gradient 0. None (the default) counts every position.
     """
     smoothing = _checks.label_smoothing(label_smoothing)
+    if ignore_index is not None:
+        ignore_index = _checks.integer(ignore_index, "cross_entropy: ignore_index")
 
     def forward(logits, labels):
         logp = log_softmax(logits)
-        return jnp.mean(_nll(logp, labels, smoothing)), (logp, labels)
+        mask, count = _counted(labels, ignore_index)
+        if mask is None:
+            nll = _nll(logp, labels, smoothing)
+        else:  # an ignored label may lie outside [0, classes): read class 0 there, then drop it
+            nll = jnp.where(mask, _nll(logp, jnp.where(mask, labels, 0), smoothing), 0.0)
+        return jnp.sum(nll) / count.astype(nll.dtype), (logp, labels)
 
     def backward(residual, g):
-        # loss = mean_b(lse(z_b) - sum_j t_bj z_bj) with sum_j t_bj = 1, so
-        # dz_bj = (softmax_bj - t_bj) / n. Integer labels get no cotangent (None).
+        # loss = sum_b m_b (lse(z_b) - sum_j t_bj z_bj) / n with sum_j t_bj = 1, so
+        # dz_bj = m_b (softmax_bj - t_bj) / n, where m_b is 0 for an ignored position and n
+        # counts the others. Integer labels get no cotangent (None).
         logp, labels = residual
         classes = logp.shape[-1]
-        target = jax.nn.one_hot(labels, classes, dtype=logp.dtype)
+        mask, count = _counted(labels, ignore_index)
+        target = jax.nn.one_hot(labels, classes, dtype=logp.dtype)  # all 0 for an ignored one
         if smoothing:
             target = (1 - smoothing) * target + smoothing / classes
-        dlogits = (g / labels.size) * (jnp.exp(logp) - target)
-        return jnp.where(_valid_labels(labels, classes)[..., None], dlogits, jnp.nan), None
+        dlogits = (g / count.astype(logp.dtype)) * (jnp.exp(logp) - target)
+        valid = _valid_labels(labels, classes)
+        if mask is not None:
+            dlogits = jnp.where(mask[..., None], dlogits, 0.0)
+            valid = valid | ~mask
+        return jnp.where(valid[..., None], dlogits, jnp.nan), None
 
-    return Loss(forward, backward, _check_labels, "cross_entropy", smoothing)
+    def check(logits_shape, labels, dtype, what):
+        del dtype  # integer labels; the logits' dtype does not constrain them
+        _checks.check_labels(logits_shape, labels, what, ignore_index=ignore_index)
 
-
-def _check_labels(logits_shape, labels, dtype, what):
-    del dtype  # integer labels; the logits' dtype does not constrain them
-    _checks.check_labels(logits_shape, labels, what)
+    return Loss(forward, backward, check, "cross_entropy", smoothing)
 
 
 # -------------------------------------------------------------------------- by name

@@ -345,7 +345,7 @@ def test_an_output_dir_that_is_a_file_or_read_only_is_refused_before_training(
         trainer.train_and_evaluate(config, tmp_path / "file/sub", log=lines.append)
     (tmp_path / "ro").mkdir(mode=0o555)
     if os.geteuid() == 0:  # root writes in a folder of mode 0o555: say it is read-only
-        monkeypatch.setattr(trainer.os, "access", lambda path, mode: False)
+        monkeypatch.setattr(lock.os, "access", lambda path, mode: False)
     with pytest.raises(ValueError, match=r"--output_dir \S+/ro is read-only; make it writable"):
         trainer.train_and_evaluate(config, tmp_path / "ro", log=lines.append)
     assert lines == []

@@ -38,6 +38,7 @@ from jaxnet.layers.dense import dense as dense
 from jaxnet.layers.embedding import embedding as embedding
 from jaxnet.layers.embedding import flatten as flatten
 from jaxnet.layers.embedding import position_embedding as position_embedding
+from jaxnet.layers.embedding import tied_embedding as tied_embedding
 from jaxnet.layers.norms import batch_norm as batch_norm
 from jaxnet.layers.norms import layer_norm as layer_norm
 from jaxnet.layers.reversible import reversible as reversible
@@ -68,4 +69,5 @@ __all__ = [
     "run",
     "serial",
     "tanh",
+    "tied_embedding",
 ]

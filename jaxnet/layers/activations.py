@@ -81,19 +81,31 @@ def tanh() -> core.Layer:
 
 _GELU_C = float(np.sqrt(2 / np.pi))
 _GELU_A = 0.044715
+_SQRT_HALF = float(np.sqrt(0.5))
+_INV_SQRT_2PI = float(1 / np.sqrt(2 * np.pi))
 
 
-def gelu() -> core.Layer:
-    """GELU, the tanh approximation (`jax.nn.gelu`'s default):
+def gelu(*, approximate: bool = True) -> core.Layer:
+    """GELU, y = x Phi(x), Phi the standard normal CDF (Hendrycks and Gimpel 2016).
 
-    y = x * Phi(x) ~ 0.5 x (1 + tanh(c (x + a x^3))), c = sqrt(2 / pi), a = 0.044715.
+    Args:
+      approximate: True (`jax.nn.gelu`'s default) uses the tanh form
+        0.5 x (1 + tanh(c (x + a x^3))), c = sqrt(2 / pi), a = 0.044715; False the exact
+        erf form, as torch's `nn.GELU()` and nanoGPT.
     """
+    approximate = _checks.boolean(approximate, "gelu: approximate")
 
     def forward(x):
+        if not approximate:
+            return 0.5 * x * (1 + jax.lax.erf(x * _SQRT_HALF)), x
         t = jnp.tanh(_GELU_C * (x + _GELU_A * x**3))
         return 0.5 * x * (1 + t), x  # residual: the input; y alone does not give x back
 
     def backward(x, g):
+        if not approximate:
+            # d/dx x Phi(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+            cdf = 0.5 * (1 + jax.lax.erf(x * _SQRT_HALF))
+            return g * (cdf + x * jnp.exp(-0.5 * x * x) * _INV_SQRT_2PI)
         # u = c (x + a x^3), t = tanh(u): dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)
         t = jnp.tanh(_GELU_C * (x + _GELU_A * x**3))
         du = _GELU_C * (1 + 3 * _GELU_A * x * x)

@@ -115,3 +115,82 @@ def position_embedding(max_len: int, *, stddev: float = 0.02) -> core.Layer:
         return {"table": dtable}, g
 
     return core.Layer(init, forward, backward, "position_embedding")
+
+
+def _unembedding() -> core.Layer:
+    """The tied head: [..., C] -> [..., vocab] logits, x @ table.T, with the table of the
+    embedding that opened the network (params {"table": [vocab, C]})."""
+
+    def init(key, input_shape, dtype=jnp.float32):
+        raise core.LayerError("the tied head takes its table from tied_embedding; build that.")
+
+    def forward(params, state, x, *, train=False, key=None):
+        del train, key
+        table = params["table"]
+        core.check_fits("tied_embedding's head", x, table.T, "the table's transpose")
+        return x @ table.T, x, state  # residual: the input
+
+    def backward(params, x, g):
+        # logits = x @ table.T: dx = g @ table and dtable = g.T @ x over every position.
+        table = params["table"]
+        dtable = jnp.einsum("...v,...c->vc", g, x)
+        return {"table": dtable}, g @ table
+
+    return core.Layer(init, forward, backward, "tied_head")
+
+
+def tied_embedding(
+    vocab: int, features: int, *body: core.Layer, stddev: float = 0.02
+) -> core.Layer:
+    """Ids -> embedding -> body -> logits through the SAME table: GPT-2's weight tying.
+
+    The network opens with a lookup in table [vocab, features] and closes with a head whose
+    weight is that table's transpose (nanoGPT's `lm_head.weight = wte.weight`), so the
+    output is [..., vocab] logits. The table's gradient is both uses' gradients, summed by
+    hand in the backward: the head's g.T @ x plus the lookup's scatter-add.
+
+    Args:
+      vocab: the number of ids (and of logits).
+      features: the embedding width, which body must keep.
+      *body: the layers between lookup and head (position_embedding, blocks, layer_norm).
+      stddev: the table's init, N(0, stddev^2) (0.02, as GPT-2's wte).
+
+    Params: {"table": [vocab, features], "body": [one entry per body layer]}; state: body's.
+    """
+    vocab = _checks.positive_int(vocab, "tied_embedding: vocab")
+    features = _checks.positive_int(features, "tied_embedding: features")
+    lookup, head, inner = embedding(vocab, features), _unembedding(), core.serial(*body)
+
+    def init(key, input_shape, dtype=jnp.float32):
+        table_key, body_key = jax.random.split(key)
+        shape, body_params, state = inner.init(body_key, (*input_shape, features), dtype)
+        if tuple(shape) != (*input_shape, features):
+            raise core.LayerError(
+                f"tied_embedding: the body maps {(*input_shape, features)} to {tuple(shape)}; "
+                f"the tied head needs [..., {features}] (end the body with layers that keep it)."
+            )
+        table = stddev * jax.random.normal(table_key, (vocab, features), dtype)
+        return (*input_shape, vocab), {"table": table, "body": body_params}, state
+
+    def compose(child, params, state, x, *, train=False, key=None):
+        if not isinstance(params, dict) or set(params) != {"table", "body"}:
+            raise core.LayerError(
+                f"tied_embedding: params must be a dict with keys ['body', 'table'], got "
+                f"{sorted(params) if isinstance(params, dict) else type(params).__name__}; "
+                "build them with the network's init."
+            )
+        table = {"table": params["table"]}
+        h, r_lookup, _ = child(lookup)(table, {}, x, train=train, key=None)
+        h, r_body, new_state = inner.compose(child, params["body"], state, h, train=train, key=key)
+        logits, r_head, _ = child(head)(table, {}, h, train=train, key=None)
+        return logits, (r_lookup, r_body, r_head), new_state
+
+    def backward(params, residuals, g):
+        r_lookup, r_body, r_head = residuals
+        table = {"table": params["table"]}
+        from_head, dh = head.backward(table, r_head, g)
+        body_grads, dh = inner.backward(params["body"], r_body, dh)
+        from_lookup, _ = lookup.backward(table, r_lookup, dh)
+        return {"table": from_head["table"] + from_lookup["table"], "body": body_grads}, None
+
+    return core.combinator("tied_embedding", init, compose, backward)

@@ -27,12 +27,22 @@ def _eps(name: str, eps) -> float:
     return eps
 
 
-def layer_norm(*, eps: float = 1e-5) -> core.Layer:
+def layer_norm(*, eps: float = 1e-5, bias: bool = True) -> core.Layer:
     """Normalizes each example over its last axis, then scale * xhat + bias.
 
-    Params: {"scale": [features], "bias": [features]}. Residual: xhat and 1/std.
+    Args:
+      eps: added to the variance.
+      bias: with the "bias" param; False leaves scale * xhat alone (nanoGPT's bias=False).
+
+    Params: {"scale": [features], "bias": [features]} ("bias" only with bias=True).
+    Residual: xhat and 1/std.
     """
     eps = _eps("layer_norm", eps)
+    bias = _checks.boolean(bias, "layer_norm: bias")
+
+    def init(key, input_shape, dtype=jnp.float32):
+        shape, params, state = _scale_bias_init(key, input_shape, dtype)
+        return shape, (params if bias else {"scale": params["scale"]}), state
 
     def forward(params, state, x, *, train=False, key=None):
         del train, key
@@ -41,7 +51,8 @@ def layer_norm(*, eps: float = 1e-5) -> core.Layer:
         var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
         rstd = jax.lax.rsqrt(var + eps)
         xhat = (x - mean) * rstd
-        return xhat * params["scale"] + params["bias"], (xhat, rstd), state
+        y = xhat * params["scale"]
+        return (y + params["bias"] if "bias" in params else y), (xhat, rstd), state
 
     def backward(params, residual, g):
         # Per row of k features: xhat = (x - mu) r, r = (var + eps)^(-1/2), y = s xhat + b.
@@ -56,9 +67,12 @@ def layer_norm(*, eps: float = 1e-5) -> core.Layer:
             - jnp.mean(h, axis=-1, keepdims=True)
             - xhat * jnp.mean(h * xhat, axis=-1, keepdims=True)
         )
-        return {"scale": jnp.sum(g * xhat, axis=axes), "bias": jnp.sum(g, axis=axes)}, dx
+        grads = {"scale": jnp.sum(g * xhat, axis=axes)}
+        if "bias" in params:
+            grads["bias"] = jnp.sum(g, axis=axes)
+        return grads, dx
 
-    return core.Layer(_scale_bias_init, forward, backward, "layer_norm")
+    return core.Layer(init, forward, backward, "layer_norm")
 
 
 def batch_norm(*, momentum: float = 0.1, eps: float = 1e-5) -> core.Layer:

@@ -147,3 +147,24 @@ def gpt_loss(params: Params, state, ids: ArrayLike, labels: ArrayLike, *, heads:
         h = h + linear(hidden, mlp_[3]["w"], mlp_[3]["b"])
     logits = linear(layer_norm(h, final_norm), head["w"], head["b"])
     return softmax_cross_entropy(logits, labels), state
+
+
+def nanogpt_loss(params: Params, state, ids: ArrayLike, labels: ArrayLike, *, heads: int):
+    """`jaxnet.gpt.gpt` (dropout 0, with or without biases) as nanoGPT's model.py writes it:
+    wte and wpe, pre-norm blocks, ln_f, and a head tied to wte; the mean cross-entropy of
+    the [B, T, vocab] logits: (loss, state)."""
+
+    def dense(x, p):
+        return linear(x, p["w"], p.get("b"))
+
+    def norm(x, p):
+        return layer_norm(x, {"scale": p["scale"], "bias": p.get("bias", 0.0)})
+
+    table = params["table"]
+    positions, *blocks, final_norm = params["body"]
+    h = table[ids] + positions["table"][: jnp.shape(ids)[-1]]
+    for attn, mlp_ in zip(blocks[::2], blocks[1::2]):
+        h = h + dense(causal_self_attention(dense(norm(h, attn[0]), attn[1]), heads), attn[3])
+        hidden = jax.nn.gelu(dense(norm(h, mlp_[0]), mlp_[1]), approximate=False)
+        h = h + dense(hidden, mlp_[3])
+    return softmax_cross_entropy(norm(h, final_norm) @ table.T, labels), state

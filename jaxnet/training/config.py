@@ -203,3 +203,18 @@ def _problems(config: Config) -> Iterator[str]:
     if not 0 <= config.dropout < 1:
         yield f"--dropout={config.dropout} must lie in [0, 1)."
     loop.make_optimizer(config.optimizer, 1e-3)  # raises, naming the nearest optimizers
+
+
+def _flag(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def check_same(now: dict, then: dict, defaults: dict, used) -> None:
+    """Refuses to go on with a run whose recorded flags (`then`, read from `used`) differ
+    from `now`, naming each difference; a key `then` lacks had its value in `defaults`."""
+    changed = [f"--{k}={_flag(then.get(k, defaults[k]))} (now {_flag(now[k])})"
+               for k in sorted(now) if then.get(k, defaults[k]) != now[k]]  # fmt: skip
+    if changed:
+        raise ValueError(f"{used} was written with other flags: {', '.join(changed)}. Run "
+                         "with its flags to continue it or see its summary, add --overwrite "
+                         "to replace it, or choose another --output_dir.")  # fmt: skip

@@ -13,13 +13,11 @@ flags are refused (`overwrite=True` starts afresh). A non-finite training loss s
 (`Interrupted`).
 """
 
-import contextlib
 import json
 import math
-import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -268,20 +266,9 @@ def _read_summary(workdir: Path) -> dict | None:
     return summary if ok else None
 
 
-def _flag(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
 def _check_same_config(config: Config, then: dict, used: Path) -> None:
     """Refuses a run whose recorded flags differ from config's, naming each difference."""
-    defaults = Config().recorded()  # a key an older checkpoint lacks had its default
-    now = config.recorded()
-    changed = [f"--{k}={_flag(then.get(k, defaults[k]))} (now {_flag(now[k])})"
-               for k in sorted(now) if then.get(k, defaults[k]) != now[k]]  # fmt: skip
-    if changed:
-        raise ValueError(f"{used} was written with other flags: {', '.join(changed)}. Run "
-                         "with its flags to continue it or see its summary, add --overwrite "
-                         "to replace it, or choose another --output_dir.")  # fmt: skip
+    run_config.check_same(config.recorded(), then, Config().recorded(), used)
 
 
 def _is_count(value) -> bool:
@@ -356,41 +343,6 @@ def _restore(config: Config, workdir: Path, template, log) -> tuple[Any, int, fl
     return state, meta["epoch"], meta.get("wall", 0.0)
 
 
-def _output_folder(workdir: Path) -> None:
-    """Creates workdir, or refuses one that is a file or cannot be written, before training."""
-    if workdir.exists() and not workdir.is_dir():
-        raise ValueError(f"--output_dir {workdir} is a file, not a folder; choose another "
-                         "--output_dir.")  # fmt: skip
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"--output_dir {workdir} cannot be created ({e.strerror}); choose "
-                         "another --output_dir.") from None  # fmt: skip
-    if not os.access(workdir, os.W_OK | os.X_OK):
-        raise ValueError(f"--output_dir {workdir} is read-only; make it writable or choose "
-                         "another --output_dir.")  # fmt: skip
-
-
-@contextlib.contextmanager
-def _claim(workdir: Path) -> Iterator[lock.Lock | None]:
-    """On process 0, the output folder, checked and locked, cleared of stale temporaries."""
-    if jax.process_index() != 0:
-        yield None
-        return
-    _output_folder(workdir)
-    try:
-        held = lock.acquire(workdir)
-    except PermissionError as e:  # writable by mode, yet not (a read-only mount, ACLs)
-        raise ValueError(f"--output_dir {workdir} cannot be written ({e.strerror}); make "
-                         "it writable or choose another --output_dir.") from None  # fmt: skip
-    try:
-        files.remove_temporaries(workdir, [_CHECKPOINT, _METRICS, _SUMMARY, _CURVES,
-                                           lock.LOCK_NAME])  # fmt: skip
-        yield held
-    finally:
-        held.release()
-
-
 def _discard_old_run(workdir: Path, log) -> None:
     """--overwrite: removes the earlier run's files, the summary (which marks it done) first."""
     old = [workdir / _SUMMARY, *checkpoint.rotated_paths(workdir / _CHECKPOINT, _KEEP),
@@ -460,7 +412,7 @@ def train_and_evaluate(
     parallel.assert_same_on_all_processes(json.dumps(config.recorded(), sort_keys=True))
     if overwrite and config.resume:
         raise ValueError("--overwrite discards the run that --resume continues; pass one.")
-    with _claim(workdir) as held:
+    with lock.claim(workdir, [_CHECKPOINT, _METRICS, _SUMMARY, _CURVES]) as held:
         summary = None if overwrite else _finished(config, workdir)
         if summary is not None:
             log(f"{workdir}: already trained; --overwrite to train again")

@@ -18,8 +18,13 @@ import secrets
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
+
+import jax
+
+from jaxnet.training import files
 
 LOCK_NAME = "jaxnet.lock"
 _TRIES = 5  # a stale lock taken over by another process at the same moment: try again
@@ -177,3 +182,40 @@ def acquire(folder: str | os.PathLike) -> Lock:
             _remove_stale(path, holder)
     raise FolderLocked(f"{folder}: could not take {path} in {_TRIES} tries, as other runs "
                        "kept taking it; start one run at a time there.")  # fmt: skip
+
+
+def check_output_folder(folder: str | os.PathLike) -> None:
+    """Creates folder, or refuses one that is a file or cannot be written, before a run."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--output_dir {folder} is a file, not a folder; choose another "
+                         "--output_dir.")  # fmt: skip
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--output_dir {folder} cannot be created ({e.strerror}); choose "
+                         "another --output_dir.") from None  # fmt: skip
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--output_dir {folder} is read-only; make it writable or choose "
+                         "another --output_dir.")  # fmt: skip
+
+
+@contextlib.contextmanager
+def claim(folder: str | os.PathLike, names: list[str]) -> Iterator["Lock | None"]:
+    """A run's output folder on process 0: checked, locked, and cleared of the temporaries
+    that a stopped write of one of `names` left; other processes get None."""
+    if jax.process_index() != 0:
+        yield None
+        return
+    folder = Path(folder)
+    check_output_folder(folder)
+    try:
+        held = acquire(folder)
+    except PermissionError as e:  # writable by mode, yet not (a read-only mount, ACLs)
+        raise ValueError(f"--output_dir {folder} cannot be written ({e.strerror}); make "
+                         "it writable or choose another --output_dir.") from None  # fmt: skip
+    try:
+        files.remove_temporaries(folder, [*names, LOCK_NAME])
+        yield held
+    finally:
+        held.release()
