@@ -1,0 +1,550 @@
+"""A character-level GPT trained as nanoGPT's train.py does: `train_gpt(config, workdir)`.
+
+The model is `jaxnet.gpt.gpt`, trained by `jaxnet.network_loss` (its whole VJP one
+`jax.custom_vjp` with grad="fused") with AdamW: nanoGPT's learning-rate schedule (linear
+warmup, cosine decay to min_lr), weight decay on the 2-D weights only, gradient clipping by
+global norm. Each step draws batch_size random windows of block_size + 1 characters from the
+training split, as nanoGPT's get_batch; the draw depends on the seed and the iteration only.
+
+Training runs as jitted chunks, each a `lax.scan` of `log_interval` steps with the data on
+the device, sharded over the data-parallel mesh (`jaxnet.training.parallel`). After each
+chunk a progress line; every eval_interval iterations and at the end, nanoGPT's loss
+estimate (the mean over eval_iters random batches of each split) and a checkpoint. At the
+end: the exact loss over the whole validation split, samples, and `results.json`.
+
+The folder holds one run, as `jaxnet.training.job`'s: locked while a run works there; the
+same command again resumes a stopped run (bitwise the uninterrupted one on CPU: chunk
+boundaries and every random draw depend only on the iteration) or returns a finished run's
+results; other flags are refused (overwrite=True starts afresh). SIGINT or SIGTERM stops
+after the chunk under way, with a checkpoint.
+"""
+
+import dataclasses
+import functools
+import math
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxnet
+from jaxnet import _checks, gpt, losses, text
+from jaxnet.training import _signals, checkpoint, files, lock, loop, parallel
+from jaxnet.training import config as run_config
+
+RESULTS = "results.json"
+_CHECKPOINT = "checkpoint.npz"
+_KEEP = 2  # checkpoints kept: the newest and the one before
+_IGNORE = -1  # the label of padding in the full validation pass
+GRADS = ("fused", "ops", "autodiff")
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    """A GPT run's settings; the names and defaults are nanoGPT's (its train.py with
+    config/train_shakespeare_char.py and the CPU settings of its README), validated."""
+
+    text: str = "fortunes"  # a corpus name (jaxnet.text.CORPORA) or a UTF-8 file's path
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    batch_size: int = 12
+    dropout: float = 0.0
+    bias: bool = False
+    max_iters: int = 2000
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int = 2000
+    decay_lr: bool = True
+    beta1: float = 0.9
+    beta2: float = 0.99
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # 0 turns clipping off
+    eval_interval: int = 1000
+    eval_iters: int = 200
+    log_interval: int = 50  # iterations per jitted chunk, and between progress lines
+    seed: int = 1337
+    grad: str = "fused"
+    sample_chars: int = 500
+    temperature: float = 1.0
+    stop_after_iter: int = 0  # stop (with a checkpoint) once this iteration is done; 0: never
+
+    def __post_init__(self):
+        problems = list(_problems(self))
+        if problems:
+            raise ValueError("; ".join(problems) + ".")
+
+    def recorded(self) -> dict[str, Any]:
+        """The settings that define the run (what a resumed run must share)."""
+        settings = dataclasses.asdict(self)
+        settings.pop("stop_after_iter")
+        return settings
+
+
+def _problems(config: GPTConfig):
+    checks = {
+        "n_layer": _checks.positive_int, "n_head": _checks.positive_int,
+        "n_embd": _checks.positive_int, "block_size": _checks.positive_int,
+        "batch_size": _checks.positive_int, "max_iters": _checks.positive_int,
+        "eval_interval": _checks.positive_int, "eval_iters": _checks.positive_int,
+        "log_interval": _checks.positive_int, "lr_decay_iters": _checks.positive_int,
+        "sample_chars": lambda v, w: v if v == 0 else _checks.positive_int(v, w),
+        "warmup_iters": lambda v, w: _nonnegative(_checks.integer(v, w), w),
+        "stop_after_iter": lambda v, w: _nonnegative(_checks.integer(v, w), w),
+        "seed": _checks.integer, "bias": _checks.boolean, "decay_lr": _checks.boolean,
+        "learning_rate": _positive, "min_lr": _nonnegative_number, "temperature": _positive,
+        "weight_decay": _nonnegative_number, "grad_clip": _nonnegative_number,
+        "beta1": _unit, "beta2": _unit, "dropout": _unit,
+    }  # fmt: skip
+    for name, check in checks.items():
+        try:
+            check(getattr(config, name), f"--{name}")
+        except (TypeError, ValueError) as e:
+            yield str(e).rstrip(".")
+    if isinstance(config.n_embd, int) and isinstance(config.n_head, int) and config.n_head > 0:
+        if config.n_embd % config.n_head:
+            yield f"--n_embd={config.n_embd} must be a multiple of --n_head={config.n_head}"
+    if config.grad not in GRADS:
+        yield f"--grad={config.grad!r} must be one of {list(GRADS)}"
+    if not isinstance(config.text, str) or not config.text.strip():
+        yield f"--text={config.text!r} must name a corpus {list(text.CORPORA)} or a file"
+
+
+def _nonnegative(value, what: str):
+    if value < 0:
+        raise ValueError(f"{what}={value} must be >= 0")
+    return value
+
+
+def _nonnegative_number(value, what: str):
+    return _nonnegative(_checks.number(value, what), what)
+
+
+def _positive(value, what: str):
+    value = _checks.number(value, what)
+    if not value > 0:
+        raise ValueError(f"{what}={value} must be > 0")
+    return value
+
+
+def _unit(value, what: str):
+    value = _checks.number(value, what)
+    if not 0 <= value < 1:
+        raise ValueError(f"{what}={value} must lie in [0, 1)")
+    return value
+
+
+# ----------------------------------------------------------------------- the model
+
+
+def learning_rate(config: GPTConfig) -> optax.Schedule:
+    """nanoGPT's get_lr(it): linear warmup from lr / (warmup + 1), cosine decay to min_lr
+    at lr_decay_iters, min_lr after; the constant learning_rate with decay_lr=False."""
+    lr, low = config.learning_rate, config.min_lr
+    warmup, decay = config.warmup_iters, config.lr_decay_iters
+
+    def schedule(it):
+        if not config.decay_lr:
+            return jnp.asarray(lr, jnp.float32)
+        ratio = jnp.clip((it - warmup) / max(decay - warmup, 1), 0.0, 1.0)
+        cosine = low + 0.5 * (1.0 + jnp.cos(jnp.pi * ratio)) * (lr - low)
+        warm = lr * (it + 1) / (warmup + 1)
+        return jnp.where(it < warmup, warm, jnp.where(it > decay, low, cosine))
+
+    return schedule
+
+
+def optimizer(config: GPTConfig) -> optax.GradientTransformation:
+    """AdamW as nanoGPT configures it: clip, then Adam, decay on 2-D weights only."""
+    adamw = optax.adamw(learning_rate(config), b1=config.beta1, b2=config.beta2, eps=1e-8,
+                        weight_decay=config.weight_decay, mask=gpt.decay_mask)  # fmt: skip
+    if not config.grad_clip:
+        return adamw
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
+
+
+class Model(NamedTuple):
+    """The built run: the network, its step and evaluations, compiled once each."""
+
+    net: Any
+    mesh: Any
+    chunk: Callable  # (state, train, length) -> (state, losses [length])
+    estimate: Callable  # (params, split ids, key) -> mean loss over eval_iters batches
+    full_loss: Callable  # (params, windows, labels) -> exact mean loss
+    sample: Callable  # (params, prompt, key, temperature) -> ids
+
+
+def _windows(data, starts, length: int):
+    """The windows data[s : s + length] for each start: [len(starts), length]."""
+    return jax.vmap(lambda s: jax.lax.dynamic_slice(data, (s,), (length,)))(starts)
+
+
+def _batch(data, key, config: GPTConfig, sharding):
+    """nanoGPT's get_batch: batch_size random windows; x the first block_size ids of each,
+    y the next ones."""
+    starts = jax.random.randint(key, (config.batch_size,), 0, data.shape[0] - config.block_size)
+    windows = jax.lax.with_sharding_constraint(
+        _windows(data, starts, config.block_size + 1), sharding
+    )
+    return windows[:, :-1], windows[:, 1:]
+
+
+def build(config: GPTConfig, vocab_size: int, mesh) -> tuple[Model, loop.TrainState]:
+    """The network, the optimizer's fresh state, and the jitted functions of the run."""
+    parallel.check_batch_size(config.batch_size, mesh)
+    net = gpt.gpt(vocab_size, n_layer=config.n_layer, n_head=config.n_head,
+                  n_embd=config.n_embd, block_size=config.block_size, bias=config.bias,
+                  dropout=config.dropout)  # fmt: skip
+    init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    shape = (config.batch_size, config.block_size)
+    _, params, net_state = net.init(init_key, shape)
+    opt = optimizer(config)
+    state = loop.init_state(params, opt, data_key, net_state)
+    rule = losses.cross_entropy()
+    batch, everywhere = parallel.sharded_batch(mesh), parallel.replicated(mesh)
+
+    def loss(params, net_state, x, y, key):
+        return jaxnet.network_loss(net, params, net_state, x, y, loss=rule, grad=config.grad,
+                                   train=True, key=key)  # fmt: skip
+
+    value_and_grad = jax.value_and_grad(loss, has_aux=True)
+
+    @functools.partial(jax.jit, static_argnums=2, donate_argnums=0)
+    def chunk(state: loop.TrainState, data, length: int):
+        base = jax.random.wrap_key_data(state.key)
+
+        def one(carry, _):
+            params, opt_state, net_state, it = carry
+            batch_key, dropout_key = jax.random.split(jax.random.fold_in(base, it))
+            x, y = _batch(data, batch_key, config, batch)
+            (value, net_state), grads = value_and_grad(params, net_state, x, y, dropout_key)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state, net_state, it + 1), value
+
+        carry = (state.params, state.opt_state, state.net_state, state.step)
+        (params, opt_state, net_state, it), values = jax.lax.scan(one, carry, length=length)
+        return loop.TrainState(params, opt_state, it, state.key, net_state), values
+
+    def eval_loss(params, x, y):
+        return jaxnet.network_loss(net, params, net_state, x, y, loss=rule, train=False)[0]
+
+    @jax.jit
+    def estimate(params, data, key):
+        # The mean of eval_iters batch means, batches drawn as in training; computed in
+        # groups of batches, each group one forward, since all batches are the same size.
+        group = math.gcd(config.eval_iters, 8)
+        keys = jax.random.split(key, config.eval_iters).reshape(-1, group)
+
+        def of_group(group_keys):
+            xs, ys = jax.vmap(lambda k: _batch(data, k, config, everywhere))(group_keys)
+            return eval_loss(params, xs.reshape(-1, xs.shape[-1]), ys.reshape(-1, ys.shape[-1]))
+
+        return jnp.mean(jax.lax.map(of_group, keys))
+
+    @jax.jit
+    def full_loss(params, windows, labels):
+        ignoring = losses.cross_entropy(ignore_index=_IGNORE)
+
+        def of_group(xy):
+            x, y = xy
+            logits, _ = jaxnet.layers.apply(net, params, net_state, x)
+            counted = jnp.sum(y != _IGNORE)
+            return ignoring.value(logits, y) * counted, counted
+
+        sums, counts = jax.lax.map(of_group, (windows, labels))
+        return jnp.sum(sums) / jnp.sum(counts)
+
+    generate = gpt.make_generate(net, config.block_size, max(config.sample_chars, 1))
+
+    def sample(params, prompt, key, temperature):
+        return generate(params, net_state, prompt, key, temperature)
+
+    placed = parallel.put(state, everywhere)
+    return Model(net, mesh, chunk, estimate, full_loss, sample), placed
+
+
+def full_windows(ids: np.ndarray, block_size: int, group: int = 64) -> tuple[np.ndarray, ...]:
+    """Every position of ids but the first as a label exactly once: the inputs ids[:-1] and
+    labels ids[1:] cut into windows of block_size (the last padded with label -1, which the
+    loss ignores), in groups of `group` windows: ([groups, group, T], [groups, group, T])."""
+    x, y = ids[:-1], ids[1:]
+    per = block_size * group
+    pad = -len(x) % per
+    x = np.concatenate([x, np.zeros(pad, x.dtype)])
+    y = np.concatenate([y, np.full(pad, _IGNORE, y.dtype)])
+    return x.reshape(-1, group, block_size), y.reshape(-1, group, block_size)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Diverged(RuntimeError):
+    """The training loss became non-finite; the last checkpoint is kept."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after a chunk, which was checkpointed."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+def _silent(line: str) -> None:
+    del line
+
+
+def _read_results(workdir: Path) -> dict | None:
+    try:
+        results = files.parse_json((workdir / RESULTS).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(results, dict) and isinstance(results.get("config"), dict)
+    return results if ok else None
+
+
+def _check_same_config(config: GPTConfig, then: dict, used: Path) -> None:
+    run_config.check_same(config.recorded(), then, GPTConfig().recorded(), used)
+
+
+def _restore(config: GPTConfig, workdir: Path, template, log):
+    """(state, meta) of the newest readable checkpoint in workdir, or (None, None)."""
+    path = workdir / _CHECKPOINT
+    if not any(p.is_file() for p in checkpoint.rotated_paths(path, _KEEP)):
+        return None, None
+
+    def check(meta: dict, used: Path) -> None:
+        _check_same_config(config, meta.get("config", {}), used)
+        done = meta.get("iter")
+        if not (isinstance(done, int) and 0 < done <= config.max_iters):
+            raise checkpoint.CheckpointError(
+                f"{used}: its record says iteration {done!r}, not one of this run's "
+                f"1..{config.max_iters}."
+            )
+
+    try:
+        state, meta, used, skipped = checkpoint.restore_newest(path, template, _KEEP, check)
+    except checkpoint.CheckpointError as e:
+        raise checkpoint.CheckpointError(f"{e} (--overwrite starts afresh; another --output_dir "
+                                         "leaves this one as it is.)") from None  # fmt: skip
+    for why in skipped:
+        log(f"{why} Resuming from the older {used.name}.")
+    log(f"resumed from {used} after iteration {meta['iter']}")
+    return state, meta
+
+
+def _corpus(config: GPTConfig) -> text.Corpus:
+    corpus = text.load(config.text)
+    need = config.block_size + 2
+    for split in ("train", "val"):
+        if len(getattr(corpus, split)) < need:
+            raise ValueError(
+                f"--text={config.text}: its {split} split has {len(getattr(corpus, split))} "
+                f"characters, fewer than --block_size + 2 = {need}; use a longer text or a "
+                "smaller --block_size."
+            )
+    return corpus
+
+
+class _Progress(NamedTuple):
+    """What a run has done so far; a checkpoint's record holds it."""
+
+    iteration: int
+    wall: float  # seconds of the earlier commands that worked on this run
+    train_seconds: float  # seconds in training chunks after each process's first
+    timed_iters: int  # iterations in those chunks
+    history: list  # the loss estimates: {"iter", "train_loss", "val_loss"}
+
+
+def train_gpt(
+    config: GPTConfig,
+    workdir: str | Path,
+    *,
+    log: Callable[[str], None] = _silent,
+    overwrite: bool = False,
+    started: float | None = None,
+) -> dict | None:
+    """Trains the GPT as `config` says, in workdir; or returns the finished run's results.
+
+    Args:
+      config: the run's settings.
+      workdir: the output folder: results.json, checkpoint.npz and checkpoint.1.npz.
+      log: receives each progress line.
+      overwrite: discard the run in workdir (its results and checkpoints) and train afresh.
+      started: the `time.time()` at which the command began (default: now), so that
+        results' `seconds` covers the whole command.
+
+    Returns:
+      The results also written to results.json, or None if stop_after_iter stopped the run.
+
+    Raises:
+      ValueError: bad settings, text or output folder, or a run in workdir with other flags.
+      lock.FolderLocked: another run holds workdir.
+      checkpoint.CheckpointError: no checkpoint in workdir is readable or fits this run.
+      Diverged: the training loss became non-finite.
+      Interrupted: SIGINT or SIGTERM; the last finished chunk was checkpointed.
+    """
+    started = time.time() if started is None else started
+    if not str(workdir).strip():
+        raise ValueError("workdir is empty; name the output folder, e.g. 'runs/gpt'.")
+    workdir = Path(workdir)
+    parallel.assert_same_on_all_processes(str(sorted(config.recorded().items())))
+    with lock.claim(workdir, [_CHECKPOINT, RESULTS]) as held:
+        if not overwrite:
+            results = _read_results(workdir)
+            if results is not None:
+                _check_same_config(config, results["config"], workdir / RESULTS)
+                log(f"{workdir}: already trained; --overwrite to train again")
+                return results
+        return _Run(config, workdir, log, held, started).train(overwrite)
+
+
+class _Run(NamedTuple):
+    config: GPTConfig
+    workdir: Path
+    log: Callable[[str], None]
+    held: Any  # process 0's lock on workdir
+    started: float
+
+    def wall(self, progress: _Progress) -> float:
+        """Seconds of the earlier commands of this run and of this one so far."""
+        return progress.wall + time.time() - self.started
+
+    def save(self, state, progress: _Progress) -> None:
+        if jax.process_index() == 0:
+            self.held.verify()  # never write over another run's files
+            meta = {"config": self.config.recorded(), "iter": progress.iteration,
+                    "wall": self.wall(progress), "train_seconds": progress.train_seconds,
+                    "timed_iters": progress.timed_iters, "history": progress.history}  # fmt: skip
+            checkpoint.save(self.workdir / _CHECKPOINT, state, meta, keep=_KEEP)
+
+    def train(self, overwrite: bool) -> dict | None:
+        config, log = self.config, self.log
+        corpus = _corpus(config)
+        mesh = parallel.make_mesh()
+        model, state = build(config, corpus.vocab_size, mesh)
+        restored, meta = (None, None) if overwrite else _restore(config, self.workdir, state, log)
+        if overwrite and jax.process_index() == 0:
+            for path in [self.workdir / RESULTS, *checkpoint.rotated_paths(
+                    self.workdir / _CHECKPOINT, _KEEP)]:  # fmt: skip
+                path.unlink(missing_ok=True)
+        if restored is not None:
+            state = parallel.put(restored, parallel.replicated(mesh))
+        progress = _Progress(0, 0.0, 0.0, 0, []) if meta is None else _Progress(
+            meta["iter"], meta.get("wall", 0.0), meta.get("train_seconds", 0.0),
+            meta.get("timed_iters", 0), meta.get("history", []))  # fmt: skip
+        log(f"{gpt.count_parameters(state.params):,} parameters, vocabulary of "
+            f"{corpus.vocab_size}, {len(corpus.train):,} training and {len(corpus.val):,} "
+            f"validation characters of {corpus.name}; {mesh.size} device(s)")  # fmt: skip
+        everywhere = parallel.replicated(mesh)
+        train, val = (
+            jax.device_put(jnp.asarray(a), everywhere) for a in (corpus.train, corpus.val)
+        )
+        with _signals.deferred_stop_signals() as received:
+            ended = self._loop(model, state, progress, train, val, received)
+        if ended is None:
+            return None
+        state, progress = ended
+        windows, labels = full_windows(corpus.val, config.block_size)
+        val_full = float(model.full_loss(state.params, windows, labels))
+        samples = self._samples(model, state, corpus)
+        wall = self.wall(progress)
+        final = progress.history[-1]
+        seconds_per_iter = progress.train_seconds / max(progress.timed_iters, 1)
+        results = {
+            "train_loss": final["train_loss"], "val_loss": final["val_loss"],
+            "val_loss_full": val_full, "seconds": wall,
+            "ms_per_iter": 1e3 * seconds_per_iter,
+            "tokens_per_second": config.batch_size * config.block_size / seconds_per_iter,
+            "parameters": gpt.count_parameters(state.params), "samples": samples,
+            "iterations": progress.iteration, "history": progress.history,
+            "text": corpus.name, "vocab_size": corpus.vocab_size, "devices": mesh.size,
+            "backend": jax.default_backend(), "config": config.recorded(),
+        }  # fmt: skip
+        if jax.process_index() == 0:
+            self.held.verify()
+            files.write_json_atomic(self.workdir / RESULTS, results)
+        return results
+
+    def _loop(self, model: Model, state, progress: _Progress, train, val, received):
+        """Trains from progress.iteration to max_iters: (state, progress), or None if
+        stop_after_iter stopped it."""
+        config, log = self.config, self.log
+        eval_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+        first = True  # the first chunk of a process includes compiling: not timed
+        it = progress.iteration
+        while it < config.max_iters:
+            boundary = min(
+                config.max_iters, (it // config.eval_interval + 1) * config.eval_interval
+            )
+            length = min(config.log_interval - it % config.log_interval, boundary - it)
+            tick = time.perf_counter()
+            state, values = model.chunk(state, train, length)
+            values = np.asarray(values)  # waits for the chunk
+            seconds = time.perf_counter() - tick
+            it += length
+            if not np.isfinite(values).all():
+                bad = it - length + int(np.argmin(np.isfinite(values)))
+                kept = (
+                    "no checkpoint was written"
+                    if not progress.history
+                    else (
+                        f"{self.workdir / _CHECKPOINT}, of iteration {progress.iteration}, is kept"
+                    )
+                )
+                raise Diverged(f"the training loss became {values[~np.isfinite(values)][0]} at "
+                               f"iteration {bad}; {kept}. Lower --learning_rate or raise "
+                               "--warmup_iters.")  # fmt: skip
+            if not first:
+                progress = progress._replace(train_seconds=progress.train_seconds + seconds,
+                                             timed_iters=progress.timed_iters + length)  # fmt: skip
+            first = False
+            tokens = config.batch_size * config.block_size * length
+            log(
+                f"iter {it}/{config.max_iters}: loss {values[-1]:.4f}, "
+                f"{1e3 * seconds / length:.1f} ms/iter, {tokens / seconds:,.0f} tokens/s"
+            )
+            progress = progress._replace(iteration=it)
+            signum = _signals.stop_requested(received)
+            stop = it == config.stop_after_iter
+            if it == boundary:
+                keys = jax.random.split(jax.random.fold_in(eval_key, it))
+                losses_now = {name: float(model.estimate(state.params, data, k))
+                              for name, data, k in (("train", train, keys[0]),
+                                                    ("val", val, keys[1]))}  # fmt: skip
+                history = [*progress.history, {"iter": it, "train_loss": losses_now["train"],
+                                               "val_loss": losses_now["val"]}]  # fmt: skip
+                progress = progress._replace(history=history)
+                log(f"step {it}: train loss {losses_now['train']:.4f}, val loss "
+                    f"{losses_now['val']:.4f}")  # fmt: skip
+            if it == boundary or signum or stop:
+                self.save(state, progress)
+            if signum and it < config.max_iters:
+                raise Interrupted(
+                    f"stopped by {signal.Signals(signum).name} after iteration {it} of "
+                    f"{config.max_iters}, saved in {self.workdir / _CHECKPOINT}; run the same "
+                    "command again to continue.", signum,
+                )  # fmt: skip
+            if stop and it < config.max_iters:
+                log(f"stopped after iteration {it}; run the same command again to continue")
+                return None
+        return state, progress
+
+    def _samples(self, model: Model, state, corpus: text.Corpus) -> str:
+        """sample_chars characters drawn after a newline (or the first character) from the
+        seed, at the configured temperature."""
+        if not self.config.sample_chars:
+            return ""
+        start = "\n" if "\n" in corpus.chars else corpus.chars[0]
+        key = jax.random.fold_in(jax.random.key(self.config.seed), 2)
+        ids = model.sample(state.params, jnp.asarray(corpus.encode(start)), key,
+                           jnp.float32(self.config.temperature))  # fmt: skip
+        return corpus.decode(np.asarray(ids)[: self.config.sample_chars])
