@@ -139,6 +139,24 @@ def _unembedding() -> core.Layer:
     return core.Layer(init, forward, backward, "tied_head")
 
 
+def _identity() -> core.Layer:
+    """serial() of no layers: x unchanged, params and state [] (a bigram model's body)."""
+
+    def init(key, input_shape, dtype=jnp.float32):
+        del key, dtype
+        return tuple(input_shape), [], []
+
+    def compose(child, params, state, x, *, train=False, key=None):
+        del child, params, train, key
+        return x, [], state
+
+    def backward(params, residuals, g):
+        del params, residuals
+        return [], g
+
+    return core.combinator("serial", init, compose, backward)
+
+
 def tied_embedding(
     vocab: int, features: int, *body: core.Layer, stddev: float = 0.02
 ) -> core.Layer:
@@ -156,10 +174,12 @@ def tied_embedding(
       stddev: the table's init, N(0, stddev^2) (0.02, as GPT-2's wte).
 
     Params: {"table": [vocab, features], "body": [one entry per body layer]}; state: body's.
+    With no body it is a bigram model: logits = table[ids] @ table.T.
     """
     vocab = _checks.positive_int(vocab, "tied_embedding: vocab")
     features = _checks.positive_int(features, "tied_embedding: features")
-    lookup, head, inner = embedding(vocab, features), _unembedding(), core.serial(*body)
+    lookup, head = embedding(vocab, features), _unembedding()
+    inner = core.serial(*body) if body else _identity()
 
     def init(key, input_shape, dtype=jnp.float32):
         table_key, body_key = jax.random.split(key)
