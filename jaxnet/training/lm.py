@@ -21,7 +21,6 @@ after the chunk under way, with a checkpoint.
 
 import dataclasses
 import functools
-import math
 import signal
 import time
 from collections.abc import Callable
@@ -41,7 +40,8 @@ from jaxnet.training import config as run_config
 RESULTS = "results.json"
 _CHECKPOINT = "checkpoint.npz"
 _KEEP = 2  # checkpoints kept: the newest and the one before
-_IGNORE = -1  # the label of padding in the full validation pass
+_IGNORE = -1  # the label of padding in the evaluations
+_EVAL_GROUP = 64  # windows per evaluation call
 GRADS = ("fused", "ops", "autodiff")
 
 
@@ -177,8 +177,8 @@ class Model(NamedTuple):
     net: Any
     mesh: Any
     chunk: Callable  # (state, train, length) -> (state, losses [length])
-    estimate: Callable  # (params, split ids, key) -> mean loss over eval_iters batches
-    full_loss: Callable  # (params, windows, labels) -> exact mean loss
+    estimate: Callable  # (params, split ids, seed) -> mean loss over eval_iters batches
+    full_loss: Callable  # (params, split ids) -> the exact mean loss over the split
     sample: Callable  # (params, prompt, key, temperature) -> ids
 
 
@@ -233,34 +233,40 @@ def build(config: GPTConfig, vocab_size: int, mesh) -> tuple[Model, loop.TrainSt
         (params, opt_state, net_state, it), values = jax.lax.scan(one, carry, length=length)
         return loop.TrainState(params, opt_state, it, state.key, net_state), values
 
-    def eval_loss(params, x, y):
-        return jaxnet.network_loss(net, params, net_state, x, y, loss=rule, train=False)[0]
+    ignoring = losses.cross_entropy(ignore_index=_IGNORE)
 
     @jax.jit
-    def estimate(params, data, key):
-        # The mean of eval_iters batch means, batches drawn as in training; computed in
-        # groups of batches, each group one forward, since all batches are the same size.
-        group = math.gcd(config.eval_iters, 8)
-        keys = jax.random.split(key, config.eval_iters).reshape(-1, group)
+    def group_loss(params, x, y):
+        # The loss summed over a group of windows, and how many labels it counted: every
+        # evaluation is a sum of these, so one program serves them all.
+        logits, _ = jaxnet.layers.apply(net, params, net_state, x)
+        counted = jnp.sum(y != _IGNORE)
+        return ignoring.value(logits, y) * counted, counted
 
-        def of_group(group_keys):
-            xs, ys = jax.vmap(lambda k: _batch(data, k, config, everywhere))(group_keys)
-            return eval_loss(params, xs.reshape(-1, xs.shape[-1]), ys.reshape(-1, ys.shape[-1]))
+    def windows_loss(params, x: np.ndarray, y: np.ndarray) -> float:
+        x, y = _grouped(x, y, _EVAL_GROUP)
+        sums = [group_loss(params, xg, yg) for xg, yg in zip(x, y)]  # dispatched, then read
+        total, counted = (sum(float(v[i]) for v in sums) for i in (0, 1))
+        return total / max(counted, 1)
 
-        return jnp.mean(jax.lax.map(of_group, keys))
+    def estimate(params, data: np.ndarray, key) -> float:
+        # nanoGPT's estimate_loss: the mean of eval_iters batch means; the batches are all
+        # the same size, so that is the mean over all their positions.
+        rng = np.random.default_rng(key)
+        starts = rng.integers(
+            0, len(data) - config.block_size, config.eval_iters * config.batch_size
+        )
+        windows = data[starts[:, None] + np.arange(config.block_size + 1)]
+        return windows_loss(params, windows[:, :-1], windows[:, 1:])
 
-    @jax.jit
-    def full_loss(params, windows, labels):
-        ignoring = losses.cross_entropy(ignore_index=_IGNORE)
-
-        def of_group(xy):
-            x, y = xy
-            logits, _ = jaxnet.layers.apply(net, params, net_state, x)
-            counted = jnp.sum(y != _IGNORE)
-            return ignoring.value(logits, y) * counted, counted
-
-        sums, counts = jax.lax.map(of_group, (windows, labels))
-        return jnp.sum(sums) / jnp.sum(counts)
+    def full_loss(params, data: np.ndarray) -> float:
+        # Every position but the first once as a label: ids[:-1] -> ids[1:] in windows of
+        # block_size, the last padded with labels the loss ignores.
+        x, y = data[:-1], data[1:]
+        pad = -len(x) % config.block_size
+        x = np.concatenate([x, np.zeros(pad, x.dtype)]).reshape(-1, config.block_size)
+        y = np.concatenate([y, np.full(pad, _IGNORE, y.dtype)]).reshape(-1, config.block_size)
+        return windows_loss(params, x, y)
 
     generate = gpt.make_generate(net, config.block_size, max(config.sample_chars, 1))
 
@@ -271,16 +277,12 @@ def build(config: GPTConfig, vocab_size: int, mesh) -> tuple[Model, loop.TrainSt
     return Model(net, mesh, chunk, estimate, full_loss, sample), placed
 
 
-def full_windows(ids: np.ndarray, block_size: int, group: int = 64) -> tuple[np.ndarray, ...]:
-    """Every position of ids but the first as a label exactly once: the inputs ids[:-1] and
-    labels ids[1:] cut into windows of block_size (the last padded with label -1, which the
-    loss ignores), in groups of `group` windows: ([groups, group, T], [groups, group, T])."""
-    x, y = ids[:-1], ids[1:]
-    per = block_size * group
-    pad = -len(x) % per
-    x = np.concatenate([x, np.zeros(pad, x.dtype)])
-    y = np.concatenate([y, np.full(pad, _IGNORE, y.dtype)])
-    return x.reshape(-1, group, block_size), y.reshape(-1, group, block_size)
+def _grouped(x: np.ndarray, y: np.ndarray, group: int):
+    """[n, T] windows as [groups, group, T], the last group padded with ignored labels."""
+    pad = -len(x) % group
+    x = np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)])
+    y = np.concatenate([y, np.full((pad, y.shape[1]), _IGNORE, y.dtype)])
+    return x.reshape(-1, group, x.shape[1]), y.reshape(-1, group, y.shape[1])
 
 
 # --------------------------------------------------------------------------- the run
@@ -444,17 +446,13 @@ class _Run(NamedTuple):
         log(f"{gpt.count_parameters(state.params):,} parameters, vocabulary of "
             f"{corpus.vocab_size}, {len(corpus.train):,} training and {len(corpus.val):,} "
             f"validation characters of {corpus.name}; {mesh.size} device(s)")  # fmt: skip
-        everywhere = parallel.replicated(mesh)
-        train, val = (
-            jax.device_put(jnp.asarray(a), everywhere) for a in (corpus.train, corpus.val)
-        )
+        train = jax.device_put(corpus.train, parallel.replicated(mesh))
         with _signals.deferred_stop_signals() as received:
-            ended = self._loop(model, state, progress, train, val, received)
+            ended = self._loop(model, state, progress, corpus, train, received)
         if ended is None:
             return None
         state, progress = ended
-        windows, labels = full_windows(corpus.val, config.block_size)
-        val_full = float(model.full_loss(state.params, windows, labels))
+        val_full = model.full_loss(state.params, corpus.val)
         samples = self._samples(model, state, corpus)
         wall = self.wall(progress)
         final = progress.history[-1]
@@ -474,11 +472,10 @@ class _Run(NamedTuple):
             files.write_json_atomic(self.workdir / RESULTS, results)
         return results
 
-    def _loop(self, model: Model, state, progress: _Progress, train, val, received):
+    def _loop(self, model: Model, state, progress: _Progress, corpus, train, received):
         """Trains from progress.iteration to max_iters: (state, progress), or None if
         stop_after_iter stopped it."""
         config, log = self.config, self.log
-        eval_key = jax.random.fold_in(jax.random.key(config.seed), 1)
         first = True  # the first chunk of a process includes compiling: not timed
         it = progress.iteration
         while it < config.max_iters:
@@ -516,10 +513,10 @@ class _Run(NamedTuple):
             signum = _signals.stop_requested(received)
             stop = it == config.stop_after_iter
             if it == boundary:
-                keys = jax.random.split(jax.random.fold_in(eval_key, it))
-                losses_now = {name: float(model.estimate(state.params, data, k))
-                              for name, data, k in (("train", train, keys[0]),
-                                                    ("val", val, keys[1]))}  # fmt: skip
+                # The batches depend on the seed, the iteration and the split only.
+                losses_now = {name: model.estimate(state.params, data, [config.seed, it, i])
+                              for i, (name, data) in enumerate((("train", corpus.train),
+                                                                ("val", corpus.val)))}  # fmt: skip
                 history = [*progress.history, {"iter": it, "train_loss": losses_now["train"],
                                                "val_loss": losses_now["val"]}]  # fmt: skip
                 progress = progress._replace(history=history)
