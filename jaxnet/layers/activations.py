@@ -92,23 +92,25 @@ def gelu(*, approximate: bool = True) -> core.Layer:
       approximate: True (`jax.nn.gelu`'s default) uses the tanh form
         0.5 x (1 + tanh(c (x + a x^3))), c = sqrt(2 / pi), a = 0.044715; False the exact
         erf form, as torch's `nn.GELU()` and nanoGPT.
+
+    Residual: dy/dx itself, computed in the forward beside y from the same erf or tanh, so
+    the backward is one multiply (and x, which only GELU needs, is not kept).
     """
     approximate = _checks.boolean(approximate, "gelu: approximate")
 
     def forward(x):
-        if not approximate:
-            return 0.5 * x * (1 + jax.lax.erf(x * _SQRT_HALF)), x
-        t = jnp.tanh(_GELU_C * (x + _GELU_A * x**3))
-        return 0.5 * x * (1 + t), x  # residual: the input; y alone does not give x back
+        if approximate:
+            # u = c (x + a x^3), t = tanh(u): y = 0.5 x (1 + t),
+            # dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2).
+            t = jnp.tanh(_GELU_C * (x + _GELU_A * x**3))
+            half = 0.5 * (1 + t)
+            slope = half + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 3 * _GELU_A * x * x)
+            return x * half, slope
+        # y = x Phi(x): dy/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+        cdf = 0.5 * (1 + jax.lax.erf(x * _SQRT_HALF))
+        return x * cdf, cdf + x * jnp.exp(-0.5 * x * x) * _INV_SQRT_2PI
 
-    def backward(x, g):
-        if not approximate:
-            # d/dx x Phi(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
-            cdf = 0.5 * (1 + jax.lax.erf(x * _SQRT_HALF))
-            return g * (cdf + x * jnp.exp(-0.5 * x * x) * _INV_SQRT_2PI)
-        # u = c (x + a x^3), t = tanh(u): dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)
-        t = jnp.tanh(_GELU_C * (x + _GELU_A * x**3))
-        du = _GELU_C * (1 + 3 * _GELU_A * x * x)
-        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+    def backward(slope, g):
+        return g * slope
 
     return core.elementwise("gelu", forward, backward)
