@@ -2,8 +2,13 @@
 
 import io
 import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from jaxnet.training import files
+
+T = TypeVar("T")
 
 
 def quiet_jax_logs() -> None:
@@ -29,3 +34,22 @@ def save_png(fig, path) -> str:
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return write_file(str(path), buffer.getvalue())
+
+
+def run_or_exit(script: str, job: Callable[[], T], output_dir: str, interrupted: type) -> T:
+    """job(), a training run in output_dir; its failures turned into a one-line exit.
+
+    A checkpointed stop (`interrupted`, with .signum) exits 128 + the signal; a second
+    Ctrl-C at once; bad input or settings (ValueError, RuntimeError, OSError) with
+    "<script>: error: <message>".
+    """
+    try:
+        return job()
+    except interrupted as e:
+        print(f"{script}: {e}", file=sys.stderr)
+        sys.exit(128 + e.signum)
+    except KeyboardInterrupt:
+        sys.exit(f"{script}: stopped at once, with no new checkpoint; the same command goes "
+                 f"on from the last one in {output_dir} (if any).")  # fmt: skip
+    except (ValueError, RuntimeError, OSError) as e:
+        sys.exit(f"{script}: error: {e}")

@@ -101,17 +101,12 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"gpt: unexpected arguments {argv[1:]}; flags are --name=value.")
     common.quiet_jax_logs()
-    try:
-        results = lm.train_gpt(config_from_flags(), _OUTPUT_DIR.value, log=say,
-                               overwrite=_OVERWRITE.value, started=_STARTED)  # fmt: skip
-    except lm.Interrupted as e:
-        print(f"gpt: {e}", file=sys.stderr)
-        sys.exit(128 + e.signum)
-    except KeyboardInterrupt:
-        sys.exit(f"gpt: stopped at once, with no new checkpoint; the same command goes on "
-                 f"from the last one in {_OUTPUT_DIR.value} (if any).")  # fmt: skip
-    except (ValueError, RuntimeError, OSError) as e:
-        sys.exit(f"gpt: error: {e}")
+
+    def train():
+        return lm.train_gpt(config_from_flags(), _OUTPUT_DIR.value, log=say,
+                            overwrite=_OVERWRITE.value, started=_STARTED)  # fmt: skip
+
+    results = common.run_or_exit("gpt", train, _OUTPUT_DIR.value, lm.Interrupted)
     if results is not None:
         say(f"samples:\n{results['samples']}\n")
         say(f"val loss {results['val_loss']:.4f} (whole split {results['val_loss_full']:.4f}), "

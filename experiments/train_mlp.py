@@ -22,7 +22,6 @@ Ctrl-C or SIGTERM stops after the epoch under way, with a checkpoint.
 """
 
 import math
-import sys
 from pathlib import Path
 
 import jax
@@ -193,20 +192,15 @@ def plot_curves(workdir: str | Path) -> Path | None:
 def main(argv):
     del argv
     common.quiet_jax_logs()
-    try:
+
+    def job_run():
         if _COORDINATOR.value or _NUM_PROCESSES.value > 1:
             parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                 timeout_seconds=_TIMEOUT.value)  # fmt: skip
-        summary = job.train_and_evaluate(config_from_flags(), _OUTPUT_DIR.value, log=say,
-                                         overwrite=_OVERWRITE.value)  # fmt: skip
-    except job.Interrupted as e:
-        print(f"train_mlp: {e}", file=sys.stderr)
-        sys.exit(128 + e.signum)
-    except KeyboardInterrupt:
-        sys.exit(f"train_mlp: stopped at once, with no new checkpoint; the same command "
-                 f"goes on from the last one in {_OUTPUT_DIR.value} (if any).")  # fmt: skip
-    except (ValueError, RuntimeError, OSError) as e:
-        sys.exit(f"train_mlp: error: {e}")
+        return job.train_and_evaluate(config_from_flags(), _OUTPUT_DIR.value, log=say,
+                                      overwrite=_OVERWRITE.value)  # fmt: skip
+
+    summary = common.run_or_exit("train_mlp", job_run, _OUTPUT_DIR.value, job.Interrupted)
     if summary is not None and jax.process_index() == 0:
         plot_curves(_OUTPUT_DIR.value)
         say(job.summary_line(summary, _OUTPUT_DIR.value))

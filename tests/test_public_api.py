@@ -57,7 +57,6 @@ PUBLIC = {
         "Diverged",
         "GPTConfig",
         "GRADS",
-        "Interrupted",
         "Model",
         "RESULTS",
         "build",

@@ -42,3 +42,10 @@ def stop_requested(received: list[int]) -> int:
     if jax.process_count() == 1:
         return signum
     return int(np.max(multihost_utils.process_allgather(np.int32(signum))))
+
+
+def stopped(signum: int, after: str, saved) -> str:
+    """The message of a run stopped by a signal after `after` (e.g. "epoch 3 of 10"), its
+    checkpoint in `saved`."""
+    return (f"stopped by {signal.Signals(signum).name} after {after}, saved in {saved}; run "
+            "the same command again to continue.")  # fmt: skip

@@ -199,3 +199,25 @@ def restore_newest(
     found = " ".join(skipped) if skipped else "no checkpoint files."
     raise CheckpointError(f"no readable checkpoint at {path} or the {keep - 1} before it: {found} "
                           "Delete them to start afresh.")  # fmt: skip
+
+
+def restore_run(
+    path: str | os.PathLike,
+    template: loop.TrainState,
+    keep: int,
+    check: Callable[[dict, Path], None],
+    log: Callable[[str], None],
+) -> tuple[loop.TrainState | None, dict | None, Path | None]:
+    """A run's newest usable checkpoint, as `restore_newest` finds it: (state, meta, the
+    file read), or (None, None, None) when there is none. Each newer file skipped is
+    logged; an error says how to start afresh instead."""
+    if not any(p.is_file() for p in rotated_paths(path, keep)):
+        return None, None, None
+    try:
+        state, meta, used, skipped = restore_newest(path, template, keep, check)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} (--overwrite starts afresh; another --output_dir leaves "
+                              "this one as it is.)") from None  # fmt: skip
+    for why in skipped:
+        log(f"{why} Resuming from the older {used.name}.")
+    return state, meta, used

@@ -103,6 +103,17 @@ def parse_json(text: str) -> Any:
     return _nonfinite_back(json.loads(text))
 
 
+def read_run_record(path: str | os.PathLike) -> dict | None:
+    """A finished run's JSON record (summary.json, results.json): a dict with a "config"
+    dict; None if absent or unreadable (the run then finishes again from its checkpoint)."""
+    try:
+        record = parse_json(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("config"), dict)
+    return record if ok else None
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Writes `obj` as indented, strict JSON to `path`, atomically."""
     text = json.dumps(finite(obj), indent=2, sort_keys=True, allow_nan=False)

@@ -15,7 +15,6 @@ flags are refused (`overwrite=True` starts afresh). A non-finite training loss s
 
 import json
 import math
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -255,17 +254,6 @@ def _write_metrics(workdir: Path, records: list[dict]) -> None:
     files.write_bytes_atomic(workdir / _METRICS, text.encode())
 
 
-def _read_summary(workdir: Path) -> dict | None:
-    """summary.json of a finished run; None if absent or unreadable (the run then finishes
-    again from its last checkpoint)."""
-    try:
-        summary = files.parse_json((workdir / _SUMMARY).read_text())
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(summary, dict) and isinstance(summary.get("config"), dict)
-    return summary if ok else None
-
-
 def _check_same_config(config: Config, then: dict, used: Path) -> None:
     """Refuses a run whose recorded flags differ from config's, naming each difference."""
     run_config.check_same(config.recorded(), then, Config().recorded(), used)
@@ -311,7 +299,7 @@ def _finished(config: Config, workdir: Path) -> dict | None:
       ValueError: the run in workdir has other flags, or its newest checkpoint's record is
         not one this run can go on from.
     """
-    summary = _read_summary(workdir)
+    summary = files.read_run_record(workdir / _SUMMARY)
     if summary is not None:
         _check_same_config(config, summary["config"], workdir / _SUMMARY)
     newest = _newest_meta(workdir)
@@ -323,22 +311,15 @@ def _finished(config: Config, workdir: Path) -> dict | None:
 
 def _restore(config: Config, workdir: Path, template, log) -> tuple[Any, int, float]:
     """(state or None, epochs done, wall seconds so far) from the newest readable checkpoint."""
-    path = workdir / _CHECKPOINT
-    if not any(p.is_file() for p in checkpoint.rotated_paths(path, _KEEP)):
-        if config.resume:
-            log(f"no checkpoint in {workdir}; starting from scratch")
-        return None, 0, 0.0
 
     def check(meta: dict, used: Path) -> None:
         _check_meta(config, meta, used)
 
-    try:
-        state, meta, used, skipped = checkpoint.restore_newest(path, template, _KEEP, check)
-    except checkpoint.CheckpointError as e:
-        raise checkpoint.CheckpointError(f"{e} (--overwrite starts afresh; another --output_dir "
-                                         "leaves this one as it is.)") from None  # fmt: skip
-    for why in skipped:
-        log(f"{why} Resuming from the older {used.name}.")
+    state, meta, used = checkpoint.restore_run(workdir / _CHECKPOINT, template, _KEEP, check, log)
+    if state is None:
+        if config.resume:
+            log(f"no checkpoint in {workdir}; starting from scratch")
+        return None, 0, 0.0
     log(f"resumed from {used} after epoch {meta['epoch']}")
     return state, meta["epoch"], meta.get("wall", 0.0)
 
@@ -492,11 +473,8 @@ class _Loop(NamedTuple):
                 self.save(state, epoch, wall())
                 saved = epoch
             if signum and epoch < config.epochs:
-                raise Interrupted(
-                    f"stopped by {signal.Signals(signum).name} after epoch {epoch} of "
-                    f"{config.epochs}, saved in {self.workdir / _CHECKPOINT}; run the same "
-                    "command again to continue.", signum,
-                )  # fmt: skip
+                after, saved = f"epoch {epoch} of {config.epochs}", self.workdir / _CHECKPOINT
+                raise Interrupted(_signals.stopped(signum, after, saved), signum)
             if stop and epoch < config.epochs:
                 self.log(f"stopped after epoch {epoch}; run the same command again to continue")
                 return None

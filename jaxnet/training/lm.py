@@ -21,7 +21,6 @@ after the chunk under way, with a checkpoint.
 
 import dataclasses
 import functools
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +33,7 @@ import optax
 
 import jaxnet
 from jaxnet import _checks, gpt, losses, text
-from jaxnet.training import _signals, checkpoint, files, lock, loop, parallel
+from jaxnet.training import _signals, checkpoint, files, job, lock, loop, parallel
 from jaxnet.training import config as run_config
 
 RESULTS = "results.json"
@@ -292,25 +291,11 @@ class Diverged(RuntimeError):
     """The training loss became non-finite; the last checkpoint is kept."""
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped the run after a chunk, which was checkpointed."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
+Interrupted = job.Interrupted  # SIGINT or SIGTERM stopped the run; it was checkpointed
 
 
 def _silent(line: str) -> None:
     del line
-
-
-def _read_results(workdir: Path) -> dict | None:
-    try:
-        results = files.parse_json((workdir / RESULTS).read_text())
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(results, dict) and isinstance(results.get("config"), dict)
-    return results if ok else None
 
 
 def _check_same_config(config: GPTConfig, then: dict, used: Path) -> None:
@@ -319,9 +304,6 @@ def _check_same_config(config: GPTConfig, then: dict, used: Path) -> None:
 
 def _restore(config: GPTConfig, workdir: Path, template, log):
     """(state, meta) of the newest readable checkpoint in workdir, or (None, None)."""
-    path = workdir / _CHECKPOINT
-    if not any(p.is_file() for p in checkpoint.rotated_paths(path, _KEEP)):
-        return None, None
 
     def check(meta: dict, used: Path) -> None:
         _check_same_config(config, meta.get("config", {}), used)
@@ -332,14 +314,9 @@ def _restore(config: GPTConfig, workdir: Path, template, log):
                 f"1..{config.max_iters}."
             )
 
-    try:
-        state, meta, used, skipped = checkpoint.restore_newest(path, template, _KEEP, check)
-    except checkpoint.CheckpointError as e:
-        raise checkpoint.CheckpointError(f"{e} (--overwrite starts afresh; another --output_dir "
-                                         "leaves this one as it is.)") from None  # fmt: skip
-    for why in skipped:
-        log(f"{why} Resuming from the older {used.name}.")
-    log(f"resumed from {used} after iteration {meta['iter']}")
+    state, meta, used = checkpoint.restore_run(workdir / _CHECKPOINT, template, _KEEP, check, log)
+    if state is not None:
+        log(f"resumed from {used} after iteration {meta['iter']}")
     return state, meta
 
 
@@ -401,7 +378,7 @@ def train_gpt(
     parallel.assert_same_on_all_processes(str(sorted(config.recorded().items())))
     with lock.claim(workdir, [_CHECKPOINT, RESULTS]) as held:
         if not overwrite:
-            results = _read_results(workdir)
+            results = files.read_run_record(workdir / RESULTS)
             if results is not None:
                 _check_same_config(config, results["config"], workdir / RESULTS)
                 log(f"{workdir}: already trained; --overwrite to train again")
@@ -525,11 +502,8 @@ class _Run(NamedTuple):
             if it == boundary or signum or stop:
                 self.save(state, progress)
             if signum and it < config.max_iters:
-                raise Interrupted(
-                    f"stopped by {signal.Signals(signum).name} after iteration {it} of "
-                    f"{config.max_iters}, saved in {self.workdir / _CHECKPOINT}; run the same "
-                    "command again to continue.", signum,
-                )  # fmt: skip
+                after, saved = f"iteration {it} of {config.max_iters}", self.workdir / _CHECKPOINT
+                raise Interrupted(_signals.stopped(signum, after, saved), signum)
             if stop and it < config.max_iters:
                 log(f"stopped after iteration {it}; run the same command again to continue")
                 return None
