@@ -14,6 +14,7 @@ hold the rest, each one idea:
   training/     loop (jitted epochs, optimizers), job (the main job as a function), config,
                 checkpoint, data, parallel, files (atomic writes)
   lessons/      reference, matmul, stats, names, bigram, ninja, makemore
+  text          character corpora for language models: Debian's fortunes or a UTF-8 file
   measuring     timing, profiling
 
 Modules whose names start with an underscore are internal. The old flat paths
@@ -27,6 +28,7 @@ from jaxnet import initializers as initializers
 from jaxnet import layers as layers
 from jaxnet import losses as losses
 from jaxnet import ops as ops
+from jaxnet import text as text
 from jaxnet.lessons import reference as reference
 from jaxnet.mlp import forward_and_backward as forward_and_backward
 from jaxnet.mlp import init_mlp as init_mlp
@@ -54,4 +56,5 @@ __all__ = [
     "network_loss",
     "ops",
     "reference",
+    "text",
 ]
