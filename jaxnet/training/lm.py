@@ -477,7 +477,9 @@ class _Run(NamedTuple):
                 raise Diverged(f"the training loss became {values[~np.isfinite(values)][0]} at "
                                f"iteration {bad}; {kept}. Lower --learning_rate or raise "
                                "--warmup_iters.")  # fmt: skip
-            if not first:
+            if first:
+                untimed = (seconds, length)  # the figures if no other chunk runs
+            else:
                 progress = progress._replace(train_seconds=progress.train_seconds + seconds,
                                              timed_iters=progress.timed_iters + length)  # fmt: skip
             first = False
@@ -507,6 +509,8 @@ class _Run(NamedTuple):
             if stop and it < config.max_iters:
                 log(f"stopped after iteration {it}; run the same command again to continue")
                 return None
+        if not progress.timed_iters and not first:  # one chunk in all: time it, compile and all
+            progress = progress._replace(train_seconds=untimed[0], timed_iters=untimed[1])
         return state, progress
 
     def _samples(self, model: Model, state, corpus: text.Corpus) -> str:
