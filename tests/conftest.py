@@ -1,4 +1,29 @@
-"""Shared test helpers."""
+"""Shared test helpers, and the settings that keep the suite fast.
+
+The suite compiles hundreds of small XLA programs and runs each a few times, so compiling
+is most of its time. Two settings, made here before JAX starts its backend (XLA reads
+XLA_FLAGS then, not at import), cut it; set JAXNET_TEST_DEFAULT_XLA=1 for neither:
+
+- XLA:CPU flags that compile small programs about five times faster: no LLVM optimization
+  (level 0), the classic loop emitters instead of the MLIR fusion emitters, and one codegen
+  module per program. They change how the programs are compiled, not what they compute;
+  a probe keeps only the flags this jaxlib knows (an unknown flag in XLA_FLAGS aborts).
+- A persistent compilation cache in a temporary folder of this run, shared by the
+  pytest-xdist workers and every subprocess the tests start (the training command,
+  the experiments): a program compiled once is loaded, not compiled again, wherever the
+  same program comes up again in this run (a new closure around the same computation).
+  The folder is removed when the run ends.
+
+Both are passed on by environment variables, so the xdist workers and the subprocesses
+inherit them from the process that first loads this file.
+"""
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +31,56 @@ import pytest
 from absl import flags
 
 import jaxnet
+
+FAST_COMPILE_FLAGS = (
+    "--xla_backend_optimization_level=0",
+    "--xla_cpu_use_fusion_emitters=false",
+    "--xla_cpu_parallel_codegen_split_count=1",
+)
+_SET_UP = "JAXNET_TEST_SETUP"  # set once the first process has made the settings below
+_CACHE = "JAXNET_TEST_JAX_CACHE"  # the cache folder made for this run
+
+
+def _xla_flags_this_jaxlib_takes(existing: str) -> str:
+    """existing XLA_FLAGS plus those FAST_COMPILE_FLAGS it does not set and jaxlib knows."""
+    wanted = [f for f in FAST_COMPILE_FLAGS if f.split("=")[0] + "=" not in existing]
+    for chosen in (wanted, wanted[:1], []):  # all, then the one every jaxlib has, then none
+        candidate = " ".join([existing, *chosen]).strip()
+        if not chosen:
+            return candidate
+        probe = subprocess.run(
+            [sys.executable, "-c", "import jax; jax.devices()"],
+            env={**os.environ, "XLA_FLAGS": candidate},
+            capture_output=True,
+            timeout=120,
+        )
+        if probe.returncode == 0:
+            return candidate
+    return existing
+
+
+def _fast_settings() -> None:
+    if os.environ.get(_SET_UP) or os.environ.get("JAXNET_TEST_DEFAULT_XLA"):
+        return
+    os.environ[_SET_UP] = "1"
+    os.environ["XLA_FLAGS"] = _xla_flags_this_jaxlib_takes(os.environ.get("XLA_FLAGS", ""))
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # else the user's cache, as it is
+        folder = tempfile.mkdtemp(prefix="jaxnet-tests-jax-cache-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ.update({
+            _CACHE: folder,
+            "JAX_COMPILATION_CACHE_DIR": folder,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        })  # fmt: skip
+
+
+_fast_settings()
+if os.environ.get(_CACHE):  # this process imported jax before the variables were set
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 
 # Experiment scripts define absl flags; tests set them with flagsaver, never via sys.argv.
 flags.FLAGS.mark_as_parsed()
@@ -53,3 +128,22 @@ def make_problem(sizes, batch, loss, dtype, seed=0, bias=True):
 
 def as_dtype(tree, dtype):
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under `--dist loadgroup`, the tests that share a module-scoped fixture of their file
+    (a training run, a subprocess) run on one worker, so that it is made once, not once per
+    worker; tests that already name a group keep theirs."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        for name in getattr(info, "names_closure", ()):
+            fixture = (info.name2fixturedefs.get(name) or [None])[-1]
+            own = fixture is not None and fixture.func.__module__ == item.module.__name__
+            if own and fixture.scope == "module":
+                break
+        else:
+            continue
+        item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}::{name}"))
