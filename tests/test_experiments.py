@@ -30,6 +30,7 @@ def _run_script(name, tmp_path, *args):
     return json.loads((tmp_path / "results.json").read_text()), done.stdout
 
 
+@pytest.mark.slow
 def test_init_stats_small(tmp_path):
     results, out = _run_script("init_stats", tmp_path, "--batch=32", "--chains=50x100")
     single = {r["scheme"]: r for r in results["single_layer"]}
@@ -58,6 +59,7 @@ def test_lsuv_gives_unit_variance_per_layer():
         x = jax.nn.relu(h)
 
 
+@pytest.mark.slow
 def test_bad_flags_fail_with_a_message(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     bad = [("init_stats", "--chains=50by100"), ("matmul_ladder", "--shape=5,0,3"),
@@ -70,6 +72,7 @@ def test_bad_flags_fail_with_a_message(tmp_path):
         assert "FATAL Flags parsing error" in done.stderr, name
 
 
+@pytest.mark.slow
 def test_matmul_ladder_every_rung_equals_matmul(tmp_path):
     a = jax.random.normal(jax.random.key(0), (3, 7))
     b = jax.random.normal(jax.random.key(1), (7, 4))
@@ -81,6 +84,7 @@ def test_matmul_ladder_every_rung_equals_matmul(tmp_path):
     assert all(r["max_abs_error"] < 1e-3 for r in results["rows"])
 
 
+@pytest.mark.slow
 def test_broadcasting_small(tmp_path):
     results, _ = _run_script("broadcasting", tmp_path, "--batch=4", "--size=16")
     assert results["max_abs_diff_broadcast_vs_loop"] < 1e-5
@@ -88,6 +92,7 @@ def test_broadcasting_small(tmp_path):
     np.testing.assert_allclose(results["normalized_std"], 1, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_bias_homework_bug_is_shown(tmp_path):
     fine, out = _run_script("bias_homework", tmp_path / "fine")
     buggy, buggy_out = _run_script("bias_homework", tmp_path / "buggy", "--homework_bug")
@@ -97,6 +102,7 @@ def test_bias_homework_bug_is_shown(tmp_path):
     assert "axis of" in buggy_out and "axis of" not in out
 
 
+@pytest.mark.slow
 def test_custom_function_small(tmp_path):
     results, out = _run_script(
         "custom_function", tmp_path, "--relu_steps=100", "--legendre_steps=300"
@@ -107,6 +113,7 @@ def test_custom_function_small(tmp_path):
     assert losses[-1] < losses[0] and "Result: y = " in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grad", ["hand", "autodiff"])
 def test_dynamic_net_small(tmp_path, grad):
     results, _ = _run_script("dynamic_net", tmp_path, "--steps=120", f"--grad={grad}")
@@ -116,12 +123,22 @@ def test_dynamic_net_small(tmp_path, grad):
     assert set(results["repeats"]) <= {0, 1, 2, 3} and len(set(results["repeats"])) > 1
 
 
+# `python -m experiments.benchmark`, its lesson section's numpy loop cut from 500 steps to
+# 25: this test holds the section's rows, tables and merging, not numpy's speed, and the
+# 500 steps (13 GFLOP a run, four runs per dtype) were most of the suite's slowest test.
+_BENCHMARK_SHORT_NUMPY_LOOP = (
+    "import functools; from absl import app; from experiments import benchmark as b; "
+    "b.numpy_lesson = functools.partial(b.numpy_lesson, steps=25); app.run(b.main)"
+)
+
+
+@pytest.mark.slow
 def test_benchmark_writes_table_and_json(tmp_path):
     # An earlier run's section, which a run of other sections must keep.
     devices = [{"devices": 1, "test_loss": 0.5, "wall_seconds": 2.0, "samples_per_second": 9.0}]
     (tmp_path / "benchmark.json").write_text(json.dumps({"devices": devices, "machine": {}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "experiments.benchmark", "--sections=lesson", "--repeats=3",
+    cmd = [sys.executable, "-c", _BENCHMARK_SHORT_NUMPY_LOOP, "--sections=lesson", "--repeats=3",
            f"--output_dir={tmp_path}"]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -138,6 +155,7 @@ def test_benchmark_writes_table_and_json(tmp_path):
     assert bad.returncode != 0 and "unknown sections" in bad.stderr
 
 
+@pytest.mark.slow
 def test_straight_through_trains_the_gates_that_autodiff_leaves(tmp_path):
     results, out = _run_script("straight_through", tmp_path, "--steps=250", "--hidden=16",
                                "--noise_features=16")  # fmt: skip
@@ -149,6 +167,7 @@ def test_straight_through_trains_the_gates_that_autodiff_leaves(tmp_path):
     assert straight["test_accuracy"] > 0.85 and "gates.png" in out
 
 
+@pytest.mark.slow
 def test_deep_norm_small_shows_batch_norm_holding_where_relu_leaves_the_band(tmp_path):
     results, out = _run_script("deep_norm", tmp_path, "--dataset=digits", "--depth=4",
                                "--width=32", "--epochs=3", "--arms=relu,batch_norm",
@@ -209,6 +228,7 @@ def test_the_plain_mlp_is_the_network_jaxnet_computes(loss):
         assert not np.allclose(got[0], jaxnet.mlp_loss(params, x, y, loss="sum_squares"))
 
 
+@pytest.mark.slow
 def test_gradcheck_speed_measures_both_and_the_hypothesis_run(tmp_path):
     # A subprocess, as the other scripts: its flags would clash with theirs in one process.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jaxnet import checkpoint, trainer
 
@@ -62,6 +63,7 @@ def _kill(proc, workdir: Path, during_write: bool, rng: random.Random) -> bool:
 KILLS = ("write", "random", "random", "random")
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_params(tmp_path):
     """SIGKILLs the job, first during a (slowed) checkpoint write, then at random moments;
     after each, `--resume` goes on, and each run that finishes has bitwise the params of a

@@ -99,6 +99,7 @@ def _run(tmp_path, *args):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_script_runs_small(tmp_path):
     done = _run(tmp_path, "--names=first", "--steps=200", "--chunk_steps=100",
                 "--print_every=0", "--embedding_dim=4", "--hidden=24", "--batch_size=32",
@@ -116,6 +117,7 @@ def test_the_script_runs_small(tmp_path):
     assert "bnvar_inv" in done.stdout and (tmp_path / "loss.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--names=middle", "--batch_size=1", "--optimizer=adamm"])
 def test_bad_flags_fail_with_a_message(tmp_path, flag):
     done = _run(tmp_path, flag)

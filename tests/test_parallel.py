@@ -69,6 +69,7 @@ def one_device(tmp_path_factory):
     return _summary(out)
 
 
+@pytest.mark.slow
 def test_eight_devices_train_like_one(tmp_path, one_device):
     done = _run(tmp_path, 8, *FLAGS)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -78,6 +79,7 @@ def test_eight_devices_train_like_one(tmp_path, one_device):
     np.testing.assert_allclose(eight["test_loss"], one_device["test_loss"], rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_batch_norm_statistics_are_those_of_the_global_batch(tmp_path):
     # Per-device statistics (8 rows each on 8 devices) would train another network.
     runs = {d: _run(tmp_path / str(d), d, *FLAGS, "--norm=batch") for d in (1, 8)}
@@ -88,6 +90,7 @@ def test_batch_norm_statistics_are_those_of_the_global_batch(tmp_path):
     np.testing.assert_allclose(eight["test_loss"], one["test_loss"], rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_two_processes_of_two_devices_train_like_one(tmp_path, one_device):
     results = _two_processes(tmp_path, [[], []])
     for code, _, err in results:
@@ -98,12 +101,14 @@ def test_two_processes_of_two_devices_train_like_one(tmp_path, one_device):
     assert "epoch   3/3" in results[0][1] and "epoch" not in results[1][1]  # process 0 reports
 
 
+@pytest.mark.slow
 def test_mismatched_flags_across_processes_are_refused(tmp_path):
     results = _two_processes(tmp_path, [["--learning_rate=0.01"], ["--learning_rate=0.02"]])
     for code, _, err in results:
         assert code != 0 and "differ between processes" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_unreachable_coordinator_gives_up_in_bounded_time(tmp_path):
     start = time.monotonic()
     cmd = _cmd(tmp_path, *FLAGS, f"--coordinator_address=127.0.0.1:{_free_port()}",
@@ -113,6 +118,7 @@ def test_unreachable_coordinator_gives_up_in_bounded_time(tmp_path):
     assert time.monotonic() - start < 60
 
 
+@pytest.mark.slow
 def test_batch_not_divisible_by_devices(tmp_path):
     done = _run(tmp_path, 8, *FLAGS[:2], "--batch_size=60")
     assert done.returncode != 0 and "Traceback" not in done.stderr

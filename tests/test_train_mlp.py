@@ -15,6 +15,7 @@ import pytest
 from jaxnet import checkpoint, data
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test runs the training command in a subprocess
 
 
 def _cmd(out: Path, *args) -> list[str]:
