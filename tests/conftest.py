@@ -25,8 +25,10 @@ import subprocess
 import sys
 import tempfile
 
+import hypothesis
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from absl import flags
 
@@ -85,6 +87,13 @@ if os.environ.get(_CACHE):  # this process imported jax before the variables wer
 # Experiment scripts define absl flags; tests set them with flagsaver, never via sys.argv.
 flags.FLAGS.mark_as_parsed()
 
+# Hypothesis draws the same examples on every run (seeded by each test), so that a run's
+# shapes, and with them its compiles and its time, do not vary; HYPOTHESIS_PROFILE=explore
+# draws new ones.
+hypothesis.settings.register_profile("deterministic", derandomize=True)
+hypothesis.settings.register_profile("explore", derandomize=False)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
 # Explicit tolerances for hand-vs-automatic gradients, per dtype.
 TOLERANCES = {
     "float64": dict(rtol=1e-10, atol=1e-12),
@@ -92,6 +101,23 @@ TOLERANCES = {
 }
 LOSSES = ("mse", "sum_squares", "cross_entropy")
 GRADS = ("fused", "ops", "autodiff")
+
+
+def assert_trees_close(got, want, *, rtol, atol, err_msg=""):
+    """Leaf by leaf, named by path: |got - want| <= rtol |want| + atol max(1, max|want leaf|).
+
+    atol is scaled to each leaf's magnitude, never a bare absolute tolerance on large
+    values; below 1 it stays atol, since the tests' inputs are of order 1 and a cancelling
+    sum (batch_norm's dx at batch 2) keeps a rounding error of order atol however small
+    its result."""
+    got_leaves, got_def = jax.tree_util.tree_flatten(got)
+    want_leaves, want_def = jax.tree_util.tree_flatten_with_path(want)
+    assert got_def == jax.tree_util.tree_structure(want), (got_def, want_def)
+    for g, (path, w) in zip(got_leaves, want_leaves):
+        w = np.asarray(w)
+        scale = max(1.0, float(np.max(np.abs(w), initial=0.0)))
+        where = f"{err_msg} leaf {jax.tree_util.keystr(path)}".strip()
+        np.testing.assert_allclose(np.asarray(g), w, rtol=rtol, atol=atol * scale, err_msg=where)
 
 
 @pytest.fixture(params=["float64", "float32"])

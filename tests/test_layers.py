@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_trees_close
 
 from jaxnet import layers as L
 from jaxnet import network, stats
@@ -206,21 +207,6 @@ def vjps(f, params, state, x, key, cotangent_key):
 
 
 TOL = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=2e-5, atol=2e-6)}
-
-
-def assert_trees_close(got, want, *, rtol, atol):
-    """Leaf by leaf: |got - want| <= rtol |want| + atol max(1, max|want leaf|).
-
-    The inputs and params are of order 1, so a cancelling sum (batch_norm's dx at batch 2)
-    keeps a rounding error of order atol even where its result is small; a large leaf's
-    atol grows with it, never a bare absolute tolerance on large values.
-    """
-    got, want = jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)
-    assert len(got) == len(want), (len(got), len(want))
-    for g, w in zip(got, want):
-        w = np.asarray(w)
-        scale = max(1.0, float(np.max(np.abs(w), initial=0.0)))
-        np.testing.assert_allclose(np.asarray(g), w, rtol=rtol, atol=atol * scale)
 
 
 def _finite_difference_gap(f, params, state, x, key, eps=1e-6):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import GRADS, LOSSES, TOLERANCES, make_problem
+from conftest import GRADS, LOSSES, TOLERANCES, assert_trees_close, make_problem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,8 +30,7 @@ def _assert_all_modes_agree(params, x, y, loss, dtype):
     grads = jax.jit(_all_grads, static_argnames="loss")(params, x, y, loss=loss)
     want = grads.pop("reference")
     for mode, got in grads.items():
-        report = gradcheck.compare(got, want, **TOLERANCES[dtype])
-        assert report.ok, f"{mode} {loss} {dtype}\n{report}"
+        assert_trees_close(got, want, **TOLERANCES[dtype], err_msg=f"{mode} {loss} {dtype}")
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -46,9 +45,9 @@ def test_every_mode_same_loss(loss, grad, dtype):
     params, x, y = make_problem([6, 9, 4], 5, loss, dtype)
     got = jax.jit(functools.partial(jaxnet.mlp_loss, loss=loss, grad=grad))(params, x, y)
     want = reference.mlp_loss(params, x, y, loss=loss)
-    np.testing.assert_allclose(got, want, **TOLERANCES[dtype])
+    assert_trees_close(got, want, **TOLERANCES[dtype])
     value, _ = jaxnet.forward_and_backward(params, x, y, loss=loss)
-    np.testing.assert_allclose(value, want, **TOLERANCES[dtype])
+    assert_trees_close(value, want, **TOLERANCES[dtype])
 
 
 @settings(max_examples=10, deadline=None)
@@ -182,12 +181,12 @@ def test_label_smoothing_every_mode_matches_optax(smoothing, dtype):
     params, x, y = make_problem([6, 9, 7, 4], 5, "cross_entropy", dtype)
     grads, want_value, want = jax.jit(_smoothed_grads, static_argnums=3)(params, x, y, smoothing)
     for mode, got in grads.items():
-        report = gradcheck.compare(got, want, **TOLERANCES[dtype])
-        assert report.ok, f"{mode} label_smoothing={smoothing} {dtype}\n{report}"
+        assert_trees_close(got, want, **TOLERANCES[dtype],
+                           err_msg=f"{mode} label_smoothing={smoothing} {dtype}")  # fmt: skip
     for grad in GRADS:
         got = jaxnet.mlp_loss(params, x, y, loss="cross_entropy", grad=grad,
                               label_smoothing=smoothing)  # fmt: skip
-        np.testing.assert_allclose(got, want_value, **TOLERANCES[dtype])
+        assert_trees_close(got, want_value, **TOLERANCES[dtype], err_msg=grad)
 
 
 def test_label_smoothing_changes_the_gradient_and_passes_finite_differences():

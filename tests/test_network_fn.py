@@ -4,9 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TOLERANCES, assert_trees_close
 
 import jaxnet
-from jaxnet import gradcheck, layers
+from jaxnet import layers
+
+# float32 throughout: gradcheck.assert_close's default atol of 1e-8 failed on elements
+# near zero of leaves of order 1 (a rounding difference of 2e-7 in a sum).
+TOL = TOLERANCES["float32"]
 
 BLOCK_LAYERS = (layers.dense(16), layers.layer_norm(), layers.gelu(), layers.dense(8))
 BLOCK = layers.serial(*BLOCK_LAYERS)
@@ -43,7 +48,7 @@ def test_the_hybrids_gradient_is_jax_grads(net, grad):
     params, state, x, y = _problem(net)
     got = jax.jit(jax.grad(_hybrid(net, grad), argnums=(0, 2)))(params, state, x, y)
     want = jax.grad(_hybrid(net, "autodiff"), argnums=(0, 2))(params, state, x, y)
-    gradcheck.assert_close(got, want)
+    assert_trees_close(got, want, **TOL)
 
 
 def test_a_wrong_backward_is_caught():
@@ -58,7 +63,7 @@ def test_a_wrong_backward_is_caught():
     got = jax.grad(_hybrid(net, "fused"))(params, state, x, y)
     want = jax.grad(_hybrid(net, "autodiff"))(params, state, x, y)
     with pytest.raises(AssertionError):
-        gradcheck.assert_close(got, want)
+        assert_trees_close(got, want, **TOL)
 
 
 def test_new_state_is_the_running_statistics_and_has_no_gradient():
@@ -84,7 +89,7 @@ def test_transforms_vmap_scan_checkpoint_and_grad_of_grad():
     # vmap: per-example gradients, each example with a batch axis of 1
     per = jax.vmap(jax.grad(total(f)), in_axes=(None, 0))(params["net"], h[:, None])
     want = jax.vmap(jax.grad(total(plain)), in_axes=(None, 0))(params["net"], h[:, None])
-    gradcheck.assert_close(per, want)
+    assert_trees_close(per, want, **TOL)
 
     # lax.scan: the block applied three times, sharing params
     def scanned(fn):
@@ -94,11 +99,11 @@ def test_transforms_vmap_scan_checkpoint_and_grad_of_grad():
 
         return loss
 
-    gradcheck.assert_close(jax.grad(scanned(f))(params["net"], h),
-                           jax.grad(scanned(plain))(params["net"], h))  # fmt: skip
+    assert_trees_close(jax.grad(scanned(f))(params["net"], h),
+                       jax.grad(scanned(plain))(params["net"], h), **TOL)  # fmt: skip
     # jax.checkpoint around the block
     ck = jax.grad(lambda p, h: total(f)(jax.checkpoint(lambda q: q)(p), h))
-    gradcheck.assert_close(ck(params["net"], h), jax.grad(total(plain))(params["net"], h))
+    assert_trees_close(ck(params["net"], h), jax.grad(total(plain))(params["net"], h), **TOL)
     # grad of grad: a Hessian-vector product in x
     v = jnp.ones_like(h)
 
@@ -106,7 +111,7 @@ def test_transforms_vmap_scan_checkpoint_and_grad_of_grad():
         dx = jax.grad(total(fn), argnums=1)
         return jax.grad(lambda h: jnp.vdot(dx(params["net"], h), v))
 
-    gradcheck.assert_close(hvp(f)(h), hvp(plain)(h))
+    assert_trees_close(hvp(f)(h), hvp(plain)(h), **TOL)
 
 
 def test_refuses_what_it_cannot_take():

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import TOLERANCES
+from conftest import TOLERANCES, assert_trees_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -75,7 +75,7 @@ def _got_and_want(name, args):
 
 def _check(name, args, dtype):
     got, want = jax.jit(_got_and_want, static_argnums=0)(name, args)
-    gradcheck.assert_close(got, want, **TOLERANCES[dtype])
+    assert_trees_close(got, want, **TOLERANCES[dtype], err_msg=name)
     assert jax.jit(PAIRS[name][0])(*args).dtype == jnp.dtype(dtype)
 
 

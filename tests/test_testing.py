@@ -12,8 +12,11 @@ from jaxnet import gradcheck, testing
 from jaxnet import layers as L
 
 
-@settings(deadline=None, max_examples=4)  # every new shape compiles: keep the suite lean
-@given(x=testing.arrays(testing.shapes(min_dims=2, max_dims=2, max_side=6)))
+# Every new shape compiles: keep the suite lean. At least 3 features: over 2, a layernorm's
+# output is +-1 whatever x is, so its x-gradient is rounding noise in float32 (only eps
+# moves it), and the correct GOOD_LN failed the reference check for 8 of 20 random inputs.
+@settings(deadline=None, max_examples=4)
+@given(x=testing.arrays(testing.shapes(min_dims=2, max_dims=2, min_side=3, max_side=6)))
 def test_hypothesis_over_layernorm_shapes(x):
     scale, bias = jnp.ones(x.shape[-1]), jnp.zeros(x.shape[-1]) + 0.5
     testing.assert_vjp_correct(GOOD_LN, ln_reference, x, scale + 0.1, bias, order=1)
