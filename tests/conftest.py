@@ -19,13 +19,15 @@ inherit them from the process that first loads this file.
 """
 
 import atexit
+import hashlib
+import importlib.metadata
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
-import hypothesis
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,20 +45,27 @@ _SET_UP = "JAXNET_TEST_SETUP"  # set once the first process has made the setting
 _CACHE = "JAXNET_TEST_JAX_CACHE"  # the cache folder made for this run
 
 
+def _jaxlib_takes(flags: str) -> bool:
+    """Whether XLA starts with these XLA_FLAGS: a subprocess tries, once per jaxlib version
+    and flags (its answer is kept in a file of the temporary folder)."""
+    key = f"{sys.executable} {importlib.metadata.version('jaxlib')} {flags}"
+    answer = Path(tempfile.gettempdir(), "jaxnet-tests-xla-flags",
+                  hashlib.sha256(key.encode()).hexdigest()[:16])  # fmt: skip
+    if not answer.is_file():
+        probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"],
+                               env={**os.environ, "XLA_FLAGS": flags}, capture_output=True,
+                               timeout=120)  # fmt: skip
+        answer.parent.mkdir(exist_ok=True)
+        answer.write_text("yes" if probe.returncode == 0 else "no")
+    return answer.read_text() == "yes"
+
+
 def _xla_flags_this_jaxlib_takes(existing: str) -> str:
     """existing XLA_FLAGS plus those FAST_COMPILE_FLAGS it does not set and jaxlib knows."""
     wanted = [f for f in FAST_COMPILE_FLAGS if f.split("=")[0] + "=" not in existing]
-    for chosen in (wanted, wanted[:1], []):  # all, then the one every jaxlib has, then none
+    for chosen in (wanted, wanted[:1]):  # all, then the one every jaxlib has
         candidate = " ".join([existing, *chosen]).strip()
-        if not chosen:
-            return candidate
-        probe = subprocess.run(
-            [sys.executable, "-c", "import jax; jax.devices()"],
-            env={**os.environ, "XLA_FLAGS": candidate},
-            capture_output=True,
-            timeout=120,
-        )
-        if probe.returncode == 0:
+        if chosen and _jaxlib_takes(candidate):
             return candidate
     return existing
 
@@ -87,12 +96,20 @@ if os.environ.get(_CACHE):  # this process imported jax before the variables wer
 # Experiment scripts define absl flags; tests set them with flagsaver, never via sys.argv.
 flags.FLAGS.mark_as_parsed()
 
-# Hypothesis draws the same examples on every run (seeded by each test), so that a run's
-# shapes, and with them its compiles and its time, do not vary; HYPOTHESIS_PROFILE=explore
-# draws new ones.
-hypothesis.settings.register_profile("deterministic", derandomize=True)
-hypothesis.settings.register_profile("explore", derandomize=False)
-hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
+def pytest_configure(config):
+    """Hypothesis draws the same examples on every run (seeded by each test), so that a run's
+    shapes, and with them its compiles and its time, do not vary; HYPOTHESIS_PROFILE=explore
+    draws new ones. (Not in an xdist controller, which runs no test: importing hypothesis
+    there would delay the workers' start.)"""
+    if not hasattr(config, "workerinput") and config.getoption("dist", "no") != "no":
+        return
+    import hypothesis
+
+    hypothesis.settings.register_profile("deterministic", derandomize=True)
+    hypothesis.settings.register_profile("explore", derandomize=False)
+    hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
 
 # Explicit tolerances for hand-vs-automatic gradients, per dtype.
 TOLERANCES = {

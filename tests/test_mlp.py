@@ -39,15 +39,29 @@ def test_every_mode_matches_reference(loss, dtype):
     _assert_all_modes_agree(params, x, y, loss, dtype)
 
 
-@pytest.mark.parametrize("loss", LOSSES)
+@functools.cache
+def _losses(loss, dtype):
+    """{mode: loss}, forward_and_backward's and the reference's, of one problem: one compile
+    for the (loss, dtype) pair's three tests (one per mode) instead of one each."""
+    params, x, y = make_problem([6, 9, 4], 5, loss, dtype)
+
+    def losses(params, x, y):
+        out = {g: jaxnet.mlp_loss(params, x, y, loss=loss, grad=g) for g in GRADS}
+        out["forward_and_backward"] = jaxnet.forward_and_backward(params, x, y, loss=loss)[0]
+        out["reference"] = reference.mlp_loss(params, x, y, loss=loss)
+        return out
+
+    return jax.device_get(jax.jit(losses)(params, x, y))
+
+
+@pytest.mark.parametrize(
+    "loss", [pytest.param(n, marks=pytest.mark.xdist_group(f"mlp-loss-{n}")) for n in LOSSES]
+)
 @pytest.mark.parametrize("grad", GRADS)
 def test_every_mode_same_loss(loss, grad, dtype):
-    params, x, y = make_problem([6, 9, 4], 5, loss, dtype)
-    got = jax.jit(functools.partial(jaxnet.mlp_loss, loss=loss, grad=grad))(params, x, y)
-    want = reference.mlp_loss(params, x, y, loss=loss)
-    assert_trees_close(got, want, **TOLERANCES[dtype])
-    value, _ = jaxnet.forward_and_backward(params, x, y, loss=loss)
-    assert_trees_close(value, want, **TOLERANCES[dtype])
+    values = _losses(loss, dtype)
+    assert_trees_close(values[grad], values["reference"], **TOLERANCES[dtype])
+    assert_trees_close(values["forward_and_backward"], values["reference"], **TOLERANCES[dtype])
 
 
 @settings(max_examples=10, deadline=None)
@@ -82,10 +96,10 @@ def test_relu_at_exactly_zero(grad):
         params = jaxnet.init_mlp(jax.random.key(0), [4, 6, 3], dtype="float64")
         x = jnp.zeros((3, 4), "float64").at[0].set(1.0)
         y = jnp.ones((3, 3), "float64")
-        got = jax.grad(functools.partial(jaxnet.mlp_loss, grad=grad))(params, x, y)
-        want = jax.grad(reference.mlp_loss)(params, x, y)
+        got = jax.jit(jax.grad(functools.partial(jaxnet.mlp_loss, grad=grad)))(params, x, y)
+        want = jax.jit(jax.grad(reference.mlp_loss))(params, x, y)
         gradcheck.assert_close(got, want, **TOLERANCES["float64"])
-        _, manual = jaxnet.forward_and_backward(params, x, y)
+        _, manual = jax.jit(jaxnet.forward_and_backward)(params, x, y)
         gradcheck.assert_close(manual, want, **TOLERANCES["float64"])
 
 
@@ -96,10 +110,9 @@ def test_vmap_per_example_gradients(grad):
     per_example = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))(
         params, x[:, None], y[:, None]
     )
+    one = jax.jit(jax.grad(functools.partial(reference.mlp_loss, loss="cross_entropy")))
     for i in range(4):
-        want = jax.grad(reference.mlp_loss)(
-            params, x[i : i + 1], y[i : i + 1], loss="cross_entropy"
-        )
+        want = one(params, x[i : i + 1], y[i : i + 1])
         got = jax.tree_util.tree_map(lambda g, i=i: g[i], per_example)
         gradcheck.assert_close(got, want, **TOLERANCES["float32"])
 
