@@ -252,7 +252,7 @@ def _grad_of_grad(f, params, state, x, key, cotangent_key):
 
 # Which check runs on which case: every case where the check means something. (These
 # were samples, every other case, while each check compiled on its own; with one compile
-# per case and dtype, see `_battery`, the whole grid costs little more.)
+# per case and program, see `_battery`, the whole grid costs little more.)
 BATCH_CASES = [n for n in CASES if n != "batch_norm_train"]  # batch_norm's train mode needs 2
 PER_EXAMPLE = [n for n in CASES if not CASES[n].train]  # per-example batch statistics: none
 SAMPLES = {
@@ -270,28 +270,33 @@ SAMPLES = {
 TRANSFORMS = {"per_example": _per_example, "grad_of_grad": _grad_of_grad}
 
 
-def _battery(name, dtype):
-    """Every check of case `name` in `dtype`, computed by ONE jitted function.
+def _battery(name, dtype, program):
+    """The checks of case `name` in `dtype` that `program` holds, computed by ONE jitted
+    function.
 
     An XLA compile costs about as much for seven small computations as for three, and far
-    more than running them, so each case compiles once per dtype and every test of that
-    case reads its part of the result (see `results`): (hand, jax.grad) pairs under
-    "batch 1", "batch 2", "batch 3", "wrong", "per_example", "grad_of_grad", and the
-    finite-difference gap under "finite_differences".
+    more than running them, so each case compiles one program per kind of check and every
+    test reads its part of the result (see `results`):
+    - "exact": (hand, jax.grad) pairs under "batch 3" and "wrong" (the deliberately wrong
+      backward) in float64; "batch 3" in float32, and "batch 2" for batch_norm's train mode;
+    - "transforms" (float64): pairs under "batch 1", "batch 2", "per_example" and
+      "grad_of_grad", and the finite-difference gap under "finite_differences".
+    The exact program is the fast subset's; the transforms and float32 are `slow`.
     """
     case = CASES[name]
     layer, *_ = setup(case, 3, dtype)
     wrong = case.wrong(case.make())  # init and forward unchanged: the same params and x
     fns = {"hand": _leaf_apply(layer, case), "plain": _plain(layer, case),
            "wrong_hand": _leaf_apply(wrong, case), "wrong_plain": _plain(wrong, case)}  # fmt: skip
-    if dtype == jnp.float64:
-        batches = [1, 2, 3] if name in SAMPLES["small_batches"] else [3]
+    f64 = dtype == jnp.float64
+    if program == "exact":
+        batches = [3] + ([2] if not f64 and name == "batch_norm_train" else [])
+        extras = ["wrong"] if f64 else []
+    else:
+        batches = [1, 2] if name in SAMPLES["small_batches"] else []
         extras = [c for c in ("per_example", "grad_of_grad", "finite_differences")
                   if name in SAMPLES[c]]  # fmt: skip
-    else:
-        batches = [3] + ([2] if name == "batch_norm_train" else [])  # its batch-one test
-        extras = []
-    inputs = {b: setup(case, b, dtype)[1:] for b in batches}  # (params, state, x, key)
+    inputs = {b: setup(case, b, dtype)[1:] for b in {3, *batches}}  # (params, state, x, key)
 
     def run(inputs):
         ck = jax.random.key(9)
@@ -301,10 +306,10 @@ def _battery(name, dtype):
             return check(fns[hand], *args, ck), check(fns[plain], *args, ck)
 
         out = {f"batch {b}": pair(vjps, b) for b in batches}
-        if dtype == jnp.float64:
-            out["wrong"] = pair(vjps, hand="wrong_hand", plain="wrong_plain")
         for check in extras:
-            if check == "finite_differences":
+            if check == "wrong":
+                out[check] = pair(vjps, hand="wrong_hand", plain="wrong_plain")
+            elif check == "finite_differences":
                 out[check] = _finite_difference_gap(fns["hand"], *inputs[3])
             else:
                 out[check] = pair(TRANSFORMS[check])
@@ -314,16 +319,16 @@ def _battery(name, dtype):
 
 
 @functools.cache
-def results(name, dtype_name):
-    """_battery's result, once per (case, dtype) and process."""
+def results(name, dtype_name, program="exact"):
+    """_battery's result, once per (case, dtype, program) and process."""
     if dtype_name == "float64":
         with jax.enable_x64(True):
-            return _battery(name, jnp.float64)
-    return _battery(name, jnp.float32)
+            return _battery(name, jnp.float64, program)
+    return _battery(name, jnp.float32, program)
 
 
-def _close(name, dtype_name, part):
-    got, want = results(name, dtype_name)[part]
+def _close(name, dtype_name, part, program="exact"):
+    got, want = results(name, dtype_name, program)[part]
     assert_trees_close(got, want, **TOL[dtype_name])
 
 
@@ -337,21 +342,10 @@ def test_hand_backward_matches_jax_grad_float64(name):
     _close(name, "float64", "batch 3")
 
 
-@pytest.mark.parametrize("name", _by_case(SAMPLES["float32"]))
-def test_hand_backward_matches_jax_grad_float32(name):
-    _close(name, "float32", "batch 3")
-
-
 @pytest.mark.parametrize("name", _by_case(CASES))
 def test_deliberately_wrong_backward_is_caught(name):
     with pytest.raises(AssertionError, match="Not equal to tolerance"):
         _close(name, "float64", "wrong")
-
-
-@pytest.mark.parametrize("name", _by_case(SAMPLES["small_batches"]))
-@pytest.mark.parametrize("batch", [1, 2])
-def test_small_batches(name, batch):
-    _close(name, "float64", f"batch {batch}")
 
 
 @pytest.mark.parametrize("name", _by_case(["batch_norm_train"]))
@@ -362,20 +356,36 @@ def test_batch_norm_at_batch_one_is_a_clear_error_not_nan(name):
     _close(name, "float32", "batch 2")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _by_case(SAMPLES["float32"]))
+def test_hand_backward_matches_jax_grad_float32(name):
+    _close(name, "float32", "batch 3")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _by_case(SAMPLES["small_batches"]))
+@pytest.mark.parametrize("batch", [1, 2])
+def test_small_batches(name, batch):
+    _close(name, "float64", f"batch {batch}", "transforms")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", _by_case(SAMPLES["finite_differences"]))
 def test_finite_differences(name):
-    gap = results(name, "float64")["finite_differences"]
+    gap = results(name, "float64", "transforms")["finite_differences"]
     assert gap < 1e-6, gap
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", _by_case(SAMPLES["per_example"]))
 def test_vmap_per_example_gradients(name):
-    _close(name, "float64", "per_example")
+    _close(name, "float64", "per_example", "transforms")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", _by_case(SAMPLES["grad_of_grad"]))
 def test_grad_of_grad(name):
-    _close(name, "float64", "grad_of_grad")
+    _close(name, "float64", "grad_of_grad", "transforms")
 
 
 # --------------------------------------------------------------------------- batch_norm

@@ -64,6 +64,7 @@ def test_every_mode_same_loss(loss, grad, dtype):
     assert_trees_close(values["forward_and_backward"], values["reference"], **TOLERANCES[dtype])
 
 
+@pytest.mark.slow  # a hypothesis sweep: every new shape compiles
 @settings(max_examples=10, deadline=None)
 @given(
     sizes=st.lists(st.integers(1, 9), min_size=2, max_size=4),

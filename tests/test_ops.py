@@ -84,6 +84,7 @@ def test_op_matches_reference(name, dtype):
     _check(name, _cases(5, 7, 3, 4, dtype)[name], dtype)
 
 
+@pytest.mark.slow  # a hypothesis sweep: every new shape compiles
 @settings(max_examples=8, deadline=None)
 @given(
     batch=st.integers(1, 9),

@@ -1,4 +1,7 @@
-"""The main job, in-process: train_and_evaluate on the digits (tiny, offline)."""
+"""The main job, in-process: train_and_evaluate on the digits (tiny, offline).
+
+The tests that train several runs (resume, interrupts, divergence, options) are `slow`;
+the fast subset keeps one short run (the log's test) and the configuration checks."""
 
 import dataclasses
 import json
@@ -43,6 +46,7 @@ def straight(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.mark.slow  # trains
 def test_a_run_writes_summary_metrics_and_two_checkpoints(straight):
     s = json.loads((straight / "summary.json").read_text())
     assert s["dataset"] == "digits" and s["epochs"] == 4 and s["devices"] >= 1
@@ -64,6 +68,7 @@ def test_the_log_has_the_gradcheck_then_one_line_per_epoch(tmp_path):
     assert 0 <= summary["test_accuracy"] <= 1 and "valid_loss" in summary["final"]
 
 
+@pytest.mark.slow  # trains
 def test_label_smoothing_reaches_the_loss(tmp_path):
     smooth, _ = run(tmp_path / "smooth", epochs=10, label_smoothing=0.2)
     plain, _ = run(tmp_path / "plain", epochs=10)
@@ -72,6 +77,7 @@ def test_label_smoothing_reaches_the_loss(tmp_path):
     assert smooth["final"]["train_loss"] > 0.86 > plain["final"]["train_loss"]
 
 
+@pytest.mark.slow  # trains
 def test_resume_after_a_stop_is_bitwise_the_straight_run(tmp_path, straight):
     summary, lines = run(tmp_path, stop_after_epoch=2)
     assert summary is None and lines[-1] == "stopped after epoch 2; continue with --resume"
@@ -88,6 +94,7 @@ def test_resume_after_a_stop_is_bitwise_the_straight_run(tmp_path, straight):
     assert_same_checkpoint(tmp_path / "checkpoint.npz", straight / "checkpoint.npz")
 
 
+@pytest.mark.slow  # trains
 def test_an_unreadable_newest_checkpoint_resumes_from_the_older(tmp_path, straight):
     run(tmp_path, stop_after_epoch=3)
     newest = tmp_path / "checkpoint.npz"
@@ -103,6 +110,7 @@ def test_an_unreadable_newest_checkpoint_resumes_from_the_older(tmp_path, straig
         run(tmp_path, resume=True)
 
 
+@pytest.mark.slow  # trains
 @pytest.mark.parametrize(
     "poison, what",
     [("label", "loss"), ("pixel", "loss")],  # relu keeps a NaN, as jax.nn.relu: the loss sees it
@@ -134,6 +142,7 @@ def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_checkpoint(
     assert [r["epoch"] for r in trainer.read_metrics(tmp_path)] == [1]
 
 
+@pytest.mark.slow  # trains
 def test_sigterm_checkpoints_the_epoch_and_resume_finishes_the_run(tmp_path, straight):
     def log(line):
         if line.startswith("epoch   2/"):
@@ -148,6 +157,7 @@ def test_sigterm_checkpoints_the_epoch_and_resume_finishes_the_run(tmp_path, str
     assert_same_checkpoint(tmp_path / "checkpoint.npz", straight / "checkpoint.npz")
 
 
+@pytest.mark.slow  # trains
 def test_clip_grad_norm_is_recorded_and_changes_the_run(tmp_path, straight):
     summary, _ = run(tmp_path, clip_grad_norm=0.05)
     meta = checkpoint.read_meta(tmp_path / "checkpoint.npz")
@@ -193,6 +203,7 @@ def test_a_batch_larger_than_the_data_is_refused(tmp_path):
 LAYERED = dict(norm="batch", dropout=0.2, activation="gelu")
 
 
+@pytest.mark.slow  # trains
 def test_batch_norm_and_dropout_resume_bitwise_with_their_running_statistics(tmp_path):
     summary, lines = run(tmp_path / "straight", **LAYERED)
     assert lines[0].endswith(": ok") and summary["test_accuracy"] > 0.6
