@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_trees_close
 
 import jaxnet
 from jaxnet import layers as L
@@ -128,7 +129,7 @@ def test_three_modes_agree_in_float32_with_mse_and_a_float_target_gradient():
 
         grads[grad] = jax.jit(jax.grad(f, argnums=(0, 1)))(params, y)
     for grad in ("fused", "ops"):
-        chex_close(grads[grad], grads["autodiff"], rtol=2e-5, atol=1e-6)
+        assert_trees_close(grads[grad], grads["autodiff"], rtol=2e-5, atol=1e-6, err_msg=grad)
 
 
 def test_batch_norm_state_moves_in_train_mode_only_and_mode_matters():
