@@ -192,6 +192,7 @@ def test_bad_input_is_refused_clearly():
 TRANSFORMS = ("jit", "vmap", "scan")  # the issue's; each adds a copy of the backward to compile
 
 
+@pytest.mark.slow  # the full battery, past the exact float64 checks above
 def test_attention_layer_passes_check_layer():
     # Against plain attention above: orders 1 and 2, finite differences, jit, vmap and scan;
     # 7 positions in blocks of 3, two heads. (position_embedding's backward is held to

@@ -29,7 +29,16 @@ def _run(name, wrong=False, **kwargs):
                                  modes=(mode,), raise_on_failure=False, **kwargs)  # fmt: skip
 
 
-@pytest.mark.parametrize("name", CASES)
+# The fast subset (-m "not slow") runs the battery on a fixed sample of the registry, one
+# layer of each kind (dense, an activation, a norm, running statistics in eval mode,
+# integer ids, a combinator, a straight-through gate); the full suite on every layer.
+FAST = ["dense", "gelu", "layer_norm", "batch_norm_eval", "embedding", "serial",
+        "bernoulli_gate_train"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in CASES]
+)
 def test_every_registry_layer_passes_the_full_battery(name):
     report = _run(name)
     assert report.passed, str(report)

@@ -71,13 +71,15 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_params(tm
     job.train_and_evaluate(config, straight)
     seed = random.randrange(2**32)
     rng, tried, survived, processes = random.Random(seed), 0, 0, 0
-    env = _env(**{
-        checkpoint.WRITE_DELAY_ENV: "0.3",  # a checkpoint write takes 0.3 s: room to hit it
-        # Every process but the first loads the compiled epoch: half the start-up time.
+    # Every process loads the compiled epoch rather than compiling it: half the start-up
+    # time. The suite's cache (tests/conftest.py) has it from the straight run above.
+    cache = {} if os.environ.get("JAX_COMPILATION_CACHE_DIR") else {
         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    })  # fmt: skip
+    }  # fmt: skip
+    # A checkpoint write takes 0.3 s: room to hit it.
+    env = _env(**{checkpoint.WRITE_DELAY_ENV: "0.3"}, **cache)
     for lineage in range(len(KILLS)):
         workdir, killed = tmp_path / f"run{lineage}", 0
         while True:  # until a process of this lineage finishes

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import assert_trees_close
 
 from jaxnet import gradcheck, layers
 from jaxnet.lessons import makemore, names, ninja
@@ -51,7 +52,7 @@ def test_the_layers_fused_vjp_is_the_lectures_chain(problem):
     assert value == pytest.approx(float(loss), rel=1e-6)
     gradcheck.assert_close(got, want, rtol=1e-4, atol=1e-7)
     # batch_norm's running mean moved by momentum 0.1 toward this batch's mean
-    np.testing.assert_allclose(new_state[3]["mean"], 0.1 * v["bnmeani"][0], rtol=1e-5, atol=1e-7)
+    assert_trees_close(new_state[3]["mean"], 0.1 * v["bnmeani"][0], rtol=1e-5, atol=1e-7)
 
 
 def test_calibrate_sets_the_training_split_statistics(problem):
@@ -60,7 +61,7 @@ def test_calibrate_sets_the_training_split_statistics(problem):
     state = makemore.calibrate(model, params, _state(model, 8), pairs.x, block=100)
     c, w1 = np.asarray(lecture["C"]), np.asarray(lecture["W1"])
     hprebn = c[pairs.x].reshape(len(pairs.x), -1) @ w1
-    np.testing.assert_allclose(state[3]["mean"], hprebn.mean(0), rtol=1e-4, atol=1e-5)
+    assert_trees_close(state[3]["mean"], hprebn.mean(0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(state[3]["var"], hprebn.var(0, ddof=1), rtol=1e-4)
     assert state[3]["mean"].dtype == jnp.float32
 

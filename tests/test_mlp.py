@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import GRADS, LOSSES, TOLERANCES, make_problem
+from conftest import GRADS, LOSSES, TOLERANCES, assert_trees_close, make_problem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,8 +31,7 @@ def _assert_all_modes_agree(params, x, y, loss, dtype):
     grads = jax.jit(_all_grads, static_argnames="loss")(params, x, y, loss=loss)
     want = grads.pop("reference")
     for mode, got in grads.items():
-        report = gradcheck.compare(got, want, **TOLERANCES[dtype])
-        assert report.ok, f"{mode} {loss} {dtype}\n{report}"
+        assert_trees_close(got, want, **TOLERANCES[dtype], err_msg=f"{mode} {loss} {dtype}")
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -41,17 +40,32 @@ def test_every_mode_matches_reference(loss, dtype):
     _assert_all_modes_agree(params, x, y, loss, dtype)
 
 
-@pytest.mark.parametrize("loss", LOSSES)
+@functools.cache
+def _losses(loss, dtype):
+    """{mode: loss}, forward_and_backward's and the reference's, of one problem: one compile
+    for the (loss, dtype) pair's three tests (one per mode) instead of one each."""
+    params, x, y = make_problem([6, 9, 4], 5, loss, dtype)
+
+    def losses(params, x, y):
+        out = {g: jaxnet.mlp_loss(params, x, y, loss=loss, grad=g) for g in GRADS}
+        out["forward_and_backward"] = jaxnet.forward_and_backward(params, x, y, loss=loss)[0]
+        out["reference"] = reference.mlp_loss(params, x, y, loss=loss)
+        return out
+
+    return jax.device_get(jax.jit(losses)(params, x, y))
+
+
+@pytest.mark.parametrize(
+    "loss", [pytest.param(n, marks=pytest.mark.xdist_group(f"mlp-loss-{n}")) for n in LOSSES]
+)
 @pytest.mark.parametrize("grad", GRADS)
 def test_every_mode_same_loss(loss, grad, dtype):
-    params, x, y = make_problem([6, 9, 4], 5, loss, dtype)
-    got = jax.jit(functools.partial(jaxnet.mlp_loss, loss=loss, grad=grad))(params, x, y)
-    want = reference.mlp_loss(params, x, y, loss=loss)
-    np.testing.assert_allclose(got, want, **TOLERANCES[dtype])
-    value, _ = jaxnet.forward_and_backward(params, x, y, loss=loss)
-    np.testing.assert_allclose(value, want, **TOLERANCES[dtype])
+    values = _losses(loss, dtype)
+    assert_trees_close(values[grad], values["reference"], **TOLERANCES[dtype])
+    assert_trees_close(values["forward_and_backward"], values["reference"], **TOLERANCES[dtype])
 
 
+@pytest.mark.slow  # a hypothesis sweep: every new shape compiles
 @settings(max_examples=10, deadline=None)
 @given(
     sizes=st.lists(st.integers(1, 9), min_size=2, max_size=4),
@@ -84,10 +98,10 @@ def test_relu_at_exactly_zero(grad):
         params = jaxnet.init_mlp(jax.random.key(0), [4, 6, 3], dtype="float64")
         x = jnp.zeros((3, 4), "float64").at[0].set(1.0)
         y = jnp.ones((3, 3), "float64")
-        got = jax.grad(functools.partial(jaxnet.mlp_loss, grad=grad))(params, x, y)
-        want = jax.grad(reference.mlp_loss)(params, x, y)
+        got = jax.jit(jax.grad(functools.partial(jaxnet.mlp_loss, grad=grad)))(params, x, y)
+        want = jax.jit(jax.grad(reference.mlp_loss))(params, x, y)
         gradcheck.assert_close(got, want, **TOLERANCES["float64"])
-        _, manual = jaxnet.forward_and_backward(params, x, y)
+        _, manual = jax.jit(jaxnet.forward_and_backward)(params, x, y)
         gradcheck.assert_close(manual, want, **TOLERANCES["float64"])
 
 
@@ -98,10 +112,9 @@ def test_vmap_per_example_gradients(grad):
     per_example = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))(
         params, x[:, None], y[:, None]
     )
+    one = jax.jit(jax.grad(functools.partial(reference.mlp_loss, loss="cross_entropy")))
     for i in range(4):
-        want = jax.grad(reference.mlp_loss)(
-            params, x[i : i + 1], y[i : i + 1], loss="cross_entropy"
-        )
+        want = one(params, x[i : i + 1], y[i : i + 1])
         got = jax.tree_util.tree_map(lambda g, i=i: g[i], per_example)
         gradcheck.assert_close(got, want, **TOLERANCES["float32"])
 
@@ -183,12 +196,12 @@ def test_label_smoothing_every_mode_matches_optax(smoothing, dtype):
     params, x, y = make_problem([6, 9, 7, 4], 5, "cross_entropy", dtype)
     grads, want_value, want = jax.jit(_smoothed_grads, static_argnums=3)(params, x, y, smoothing)
     for mode, got in grads.items():
-        report = gradcheck.compare(got, want, **TOLERANCES[dtype])
-        assert report.ok, f"{mode} label_smoothing={smoothing} {dtype}\n{report}"
+        assert_trees_close(got, want, **TOLERANCES[dtype],
+                           err_msg=f"{mode} label_smoothing={smoothing} {dtype}")  # fmt: skip
     for grad in GRADS:
         got = jaxnet.mlp_loss(params, x, y, loss="cross_entropy", grad=grad,
                               label_smoothing=smoothing)  # fmt: skip
-        np.testing.assert_allclose(got, want_value, **TOLERANCES[dtype])
+        assert_trees_close(got, want_value, **TOLERANCES[dtype], err_msg=grad)
 
 
 def test_label_smoothing_changes_the_gradient_and_passes_finite_differences():

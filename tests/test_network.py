@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_trees_close
 
 import jaxnet
 from jaxnet import layers as L
@@ -80,15 +81,16 @@ def problem(name, dtype, seed=0):
 
 
 def three_ways(net, params, state, x, y, key, train=True, **options):
-    out = {}
-    for grad in network.GRADS:
+    """{grad: ((loss, new_state), grads)} for each grad mode, all from one jitted program."""
 
-        def f(p, grad=grad):
-            return network.network_loss(net, p, state, x, y, grad=grad, train=train, key=key,
-                                        **options)  # fmt: skip
+    def f(p, grad):
+        return network.network_loss(net, p, state, x, y, grad=grad, train=train, key=key,
+                                    **options)  # fmt: skip
 
-        out[grad] = jax.jit(jax.value_and_grad(f, has_aux=True))(params)
-    return out
+    def all_modes(p):
+        return {g: jax.value_and_grad(f, has_aux=True)(p, g) for g in network.GRADS}
+
+    return jax.jit(all_modes)(params)
 
 
 # Eval mode changes only batch_norm and dropout: run it where they are (the gate's eval
@@ -127,7 +129,7 @@ def test_three_modes_agree_in_float32_with_mse_and_a_float_target_gradient():
 
         grads[grad] = jax.jit(jax.grad(f, argnums=(0, 1)))(params, y)
     for grad in ("fused", "ops"):
-        chex_close(grads[grad], grads["autodiff"], rtol=2e-5, atol=1e-6)
+        assert_trees_close(grads[grad], grads["autodiff"], rtol=2e-5, atol=1e-6, err_msg=grad)
 
 
 def test_batch_norm_state_moves_in_train_mode_only_and_mode_matters():
@@ -188,8 +190,9 @@ def test_hessian_forward_over_reverse_works_in_every_mode(grad):
     with jax.enable_x64(True):
         net, params, state, x, y, key = problem("layer_norm_gelu", jnp.float64)
         bias = params[1]["bias"]
-        got = jax.hessian(_loss_of_bias(net, params, state, x, y, grad))(bias)
-        want = jax.hessian(_loss_of_bias(net, params, state, x, y, "autodiff"))(bias)
+        # Jitted: eagerly, jacfwd(jacrev) ran ~200 primitives one by one, each compiled.
+        got = jax.jit(jax.hessian(_loss_of_bias(net, params, state, x, y, grad)))(bias)
+        want = jax.jit(jax.hessian(_loss_of_bias(net, params, state, x, y, "autodiff")))(bias)
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
 
 

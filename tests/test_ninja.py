@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TOLERANCES
+from conftest import TOLERANCES, assert_trees_close
 
 from jaxnet import gradcheck
 from jaxnet.lessons import names, ninja
@@ -33,7 +33,7 @@ def test_every_step_of_the_backward_equals_autodiff(dtype, bessel):
     assert set(got) == set(want) == set(ninja.ORDER)
     assert set(v) == set(ninja.INTERMEDIATES)
     assert all(g.dtype == dtype for g in got.values())
-    gradcheck.assert_close(got, want, **TOLERANCES[dtype])
+    assert_trees_close(got, want, **TOLERANCES[dtype])
 
 
 def test_the_fused_one_liners_equal_the_step_by_step_chain(dtype):

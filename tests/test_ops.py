@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import TOLERANCES
+from conftest import TOLERANCES, assert_trees_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,7 +76,7 @@ def _got_and_want(name, args):
 
 def _check(name, args, dtype):
     got, want = jax.jit(_got_and_want, static_argnums=0)(name, args)
-    gradcheck.assert_close(got, want, **TOLERANCES[dtype])
+    assert_trees_close(got, want, **TOLERANCES[dtype], err_msg=name)
     assert jax.jit(PAIRS[name][0])(*args).dtype == jnp.dtype(dtype)
 
 
@@ -85,6 +85,7 @@ def test_op_matches_reference(name, dtype):
     _check(name, _cases(5, 7, 3, 4, dtype)[name], dtype)
 
 
+@pytest.mark.slow  # a hypothesis sweep: every new shape compiles
 @settings(max_examples=8, deadline=None)
 @given(
     batch=st.integers(1, 9),

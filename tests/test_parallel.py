@@ -23,8 +23,9 @@ FLAGS = ["--dataset=digits", "--epochs=3", "--batch_size=64", "--seed=3"]
 
 
 def _env(devices: int) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT),
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}  # fmt: skip
+    # The suite's own XLA_FLAGS (tests/conftest.py: faster compiles) kept, the devices added.
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    return {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": flags.strip()}
 
 
 def _cmd(out: Path, *args) -> list[str]:

@@ -79,6 +79,7 @@ def test_dropout_rebuilds_with_the_same_masks():
         gradcheck.assert_close(got["fused"], got["autodiff"], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow  # the full battery, past the exact float64 checks above
 def test_reversible_passes_check_layer():
     # Orders 1 and 2, finite differences, jit, vmap and scan. Small blocks: every transform
     # compiles its own copy of the backward (dropout is held above, against autodiff).

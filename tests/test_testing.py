@@ -12,8 +12,10 @@ from jaxnet import gradcheck, testing
 from jaxnet import layers as L
 
 
-# Every new shape compiles: keep the suite lean. At least 3 features: with 2, x_hat is +-1
-# whatever x is, the true dx is about 0 and float32 leaves only rounding noise to compare.
+# Every new shape compiles: few examples, and slow. At least 3 features: with 2, x_hat is +-1
+# whatever x is, the true dx is about 0 and float32 leaves only rounding noise to compare
+# (the correct GOOD_LN failed the reference check for 8 of 20 random inputs).
+@pytest.mark.slow
 @settings(deadline=None, max_examples=4)
 @given(x=testing.arrays(testing.shapes(min_dims=2, max_dims=2, min_side=3, max_side=6)))
 def test_hypothesis_over_layernorm_shapes(x):
