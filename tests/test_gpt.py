@@ -253,7 +253,9 @@ def test_one_and_eight_devices_give_the_same_losses(corpus_file):
             out.append(np.asarray(values))
         print(len(jax.devices()), np.abs(out[0] - out[1]).max(), out[1][-1])
     """)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    # The suite's own XLA_FLAGS (tests/conftest.py: faster compiles) kept, the devices added.
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
+    env = {**os.environ, "XLA_FLAGS": flags.strip()}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
