@@ -195,6 +195,7 @@ def test_bad_settings_are_refused_together():
         assert part in str(e.value)
 
 
+@pytest.mark.slow
 def test_train_gpt_writes_results_and_a_stopped_run_resumes_bitwise(tmp_path, corpus_file):
     config = lm.GPTConfig(text=corpus_file, **TINY)
     lines = []
@@ -236,6 +237,7 @@ def test_a_missing_or_short_text_is_refused(tmp_path):
         lm.train_gpt(lm.GPTConfig(text=str(short), **TINY), tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_give_the_same_losses(corpus_file):
     # 8 simulated CPU devices in a fresh process; the batch of 8 is split over them.
     script = textwrap.dedent(f"""
@@ -261,3 +263,20 @@ def test_one_and_eight_devices_give_the_same_losses(corpus_file):
     assert done.returncode == 0, done.stderr[-2000:]
     devices, diff, last = done.stdout.split()
     assert devices == "8" and float(diff) <= 1e-5 and math.isfinite(float(last))
+
+
+@pytest.mark.slow
+def test_the_script_trains_prints_samples_and_refuses_bad_flags(tmp_path, corpus_file):
+    tiny = [f"--{k}={v}" for k, v in {**TINY, "max_iters": 4, "eval_interval": 4}.items()]
+    command = [sys.executable, "-m", "experiments.gpt", f"--text={corpus_file}", *tiny]
+    done = subprocess.run([*command, f"--output_dir={tmp_path}/run"], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "iter 2/4: loss" in done.stdout and "step 4: train loss" in done.stdout
+    assert "samples:" in done.stdout and "wrote" in done.stdout
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["iterations"] == 4 and len(results["samples"]) == 12
+    bad = subprocess.run([*command, "--n_head=3", f"--output_dir={tmp_path}/bad"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == ("gpt: error: --n_embd=8 must be a multiple of --n_head=3.")

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnet import _xla
 from jaxnet.gradcheck import _fd as fd
 from jaxnet.gradcheck import _gates as gates
 from jaxnet.gradcheck import _transforms as transforms
@@ -24,14 +25,8 @@ from jaxnet.gradcheck import tolerances
 ORACLES_2 = ("rev_over_rev", "fwd_over_rev")
 TRANSFORMS = transforms.TRANSFORMS
 SCALE = 8.0  # a power of two: vjp(8 u) = 8 vjp(u) holds to the last bit
-# The program runs once per shape: compile time dominates. XLA's backend optimisations and
-# its CPU fusion emitters about double it for no gain here (same verdicts; measured on the
-# layernorm battery at order 2, 2 loaded cores: 4.4-6.0 s at level 0 alone, 2.5-3.1 s).
-COMPILER_OPTIONS = {
-    "xla_backend_optimization_level": 0,
-    "xla_cpu_use_fusion_emitters": False,
-    "xla_llvm_disable_expensive_passes": True,
-}
+# The program runs once per shape: compile time dominates (see jaxnet._xla).
+COMPILER_OPTIONS = _xla.QUICK_COMPILE
 
 
 class Spec(NamedTuple):

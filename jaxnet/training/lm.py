@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 import jaxnet
-from jaxnet import _checks, gpt, losses, text
+from jaxnet import _checks, _xla, gpt, losses, text
 from jaxnet.training import _signals, checkpoint, files, job, lock, loop, parallel
 from jaxnet.training import config as run_config
 
@@ -40,7 +40,7 @@ RESULTS = "results.json"
 _CHECKPOINT = "checkpoint.npz"
 _KEEP = 2  # checkpoints kept: the newest and the one before
 _IGNORE = -1  # the label of padding in the evaluations
-_EVAL_GROUP = 64  # windows per evaluation call
+_EVAL_GROUP = 16  # windows per evaluation call: on CPU 12-24 ran 1.4x faster than 96
 GRADS = ("fused", "ops", "autodiff")
 
 
@@ -204,9 +204,16 @@ def build(config: GPTConfig, vocab_size: int, mesh) -> tuple[Model, loop.TrainSt
                   dropout=config.dropout)  # fmt: skip
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
     shape = (config.batch_size, config.block_size)
-    _, params, net_state = net.init(init_key, shape)
     opt = optimizer(config)
-    state = loop.init_state(params, opt, data_key, net_state)
+
+    # One program, not one small compile per weight shape; it runs once, so compiled quickly.
+    @functools.partial(jax.jit, compiler_options=_xla.QUICK_COMPILE)
+    def fresh(init_key, data_key):
+        _, params, net_state = net.init(init_key, shape)
+        return loop.init_state(params, opt, data_key, net_state)
+
+    state = fresh(init_key, data_key)
+    net_state = state.net_state
     rule = losses.cross_entropy()
     batch, everywhere = parallel.sharded_batch(mesh), parallel.replicated(mesh)
 
