@@ -189,9 +189,11 @@ def test_learning_rate_is_nanogpts_get_lr():
 
 def test_bad_settings_are_refused_together():
     with pytest.raises(ValueError) as e:
-        lm.GPTConfig(n_layer=0, dropout=1.5, grad="nope", n_embd=10, n_head=4)
+        lm.GPTConfig(n_layer=0, dropout=1.5, grad="nope", n_embd=10, n_head=4, seed=-1,
+                     eval_iters=10**6)  # fmt: skip
     for part in ("--n_layer=0 must be a positive int", "--dropout=1.5 must lie in [0, 1)",
-                 "--grad='nope' must be one of", "--n_embd=10 must be a multiple"):  # fmt: skip
+                 "--grad='nope' must be one of", "--n_embd=10 must be a multiple",
+                 "--seed=-1 must lie in [0, 2**32)", "12,000,000 windows an estimate"):  # fmt: skip
         assert part in str(e.value)
 
 
@@ -228,6 +230,22 @@ def test_train_gpt_writes_results_and_a_stopped_run_resumes_bitwise(tmp_path, co
     other = lm.GPTConfig(text=corpus_file, **{**TINY, "seed": 1})
     with pytest.raises(ValueError, match=r"--seed=1337 \(now 1\)"):
         lm.train_gpt(other, tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_a_run_stops_at_the_first_chunk_end_past_stop_after_iter_and_refuses_a_changed_text(
+    tmp_path, corpus_file
+):
+    path = tmp_path / "mine.txt"
+    path.write_text(open(corpus_file).read())
+    # Chunks end at 2, 3, 4 and 6 (log_interval 2, an estimate at 3): 5 stops at 6.
+    config = lm.GPTConfig(text=str(path), **{**TINY, "max_iters": 8, "stop_after_iter": 5})
+    lines = []
+    assert lm.train_gpt(config, tmp_path / "run", log=lines.append) is None
+    assert lines[-1] == "stopped after iteration 6; run the same command again to continue"
+    path.write_text(path.read_text() + " and more")
+    with pytest.raises(ValueError, match="was trained on another text than --text="):
+        lm.train_gpt(config, tmp_path / "run")
 
 
 def test_a_missing_or_short_text_is_refused(tmp_path):

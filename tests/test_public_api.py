@@ -60,6 +60,7 @@ PUBLIC = {
         "Model",
         "RESULTS",
         "build",
+        "fingerprint",
         "learning_rate",
         "optimizer",
         "train_gpt",

@@ -6,7 +6,7 @@ warmup, cosine decay to min_lr), weight decay on the 2-D weights only, gradient 
 global norm. Each step draws batch_size random windows of block_size + 1 characters from the
 training split, as nanoGPT's get_batch; the draw depends on the seed and the iteration only.
 
-Training runs as jitted chunks, each a `lax.scan` of `log_interval` steps with the data on
+Training runs as jitted chunks, each a `lax.scan` of `chunk_length` steps with the data on
 the device, sharded over the data-parallel mesh (`jaxnet.training.parallel`). After each
 chunk a progress line; every eval_interval iterations and at the end, nanoGPT's loss
 estimate (the mean over eval_iters random batches of each split) and a checkpoint. At the
@@ -40,6 +40,8 @@ RESULTS = "results.json"
 _CHECKPOINT = "checkpoint.npz"
 _KEEP = 2  # checkpoints kept: the newest and the one before
 _IGNORE = -1  # the label of padding in the evaluations
+_CHUNK_TOKENS = 38_400  # tokens per chunk when log_interval is 0: 50 steps of 12 x 64
+_MAX_EVAL_WINDOWS = 1_000_000  # per estimate: their ids are drawn on the host at once
 _EVAL_GROUP = 16  # windows per evaluation call: on CPU 12-24 ran 1.4x faster than 96
 GRADS = ("fused", "ops", "autodiff")
 
@@ -69,7 +71,7 @@ class GPTConfig:
     grad_clip: float = 1.0  # 0 turns clipping off
     eval_interval: int = 1000
     eval_iters: int = 200
-    log_interval: int = 50  # iterations per jitted chunk, and between progress lines
+    log_interval: int = 0  # iterations per jitted chunk and progress line; 0: `chunk_length`
     seed: int = 1337
     grad: str = "fused"
     sample_chars: int = 500
@@ -80,6 +82,15 @@ class GPTConfig:
         problems = list(_problems(self))
         if problems:
             raise ValueError("; ".join(problems) + ".")
+
+    @property
+    def chunk_length(self) -> int:
+        """Iterations per jitted chunk: log_interval, or for 0 about 38,400 tokens (50
+        iterations at the defaults, 9 at batch 4 of 1024), a progress line every few
+        seconds on a CPU whatever the size."""
+        if self.log_interval:
+            return self.log_interval
+        return max(1, round(_CHUNK_TOKENS / (self.batch_size * self.block_size)))
 
     def recorded(self) -> dict[str, Any]:
         """The settings that define the run (what a resumed run must share)."""
@@ -94,7 +105,8 @@ def _problems(config: GPTConfig):
         "n_embd": _checks.positive_int, "block_size": _checks.positive_int,
         "batch_size": _checks.positive_int, "max_iters": _checks.positive_int,
         "eval_interval": _checks.positive_int, "eval_iters": _checks.positive_int,
-        "log_interval": _checks.positive_int, "lr_decay_iters": _checks.positive_int,
+        "log_interval": lambda v, w: _nonnegative(_checks.integer(v, w), w),
+        "lr_decay_iters": _checks.positive_int,
         "sample_chars": lambda v, w: v if v == 0 else _checks.positive_int(v, w),
         "warmup_iters": lambda v, w: _nonnegative(_checks.integer(v, w), w),
         "stop_after_iter": lambda v, w: _nonnegative(_checks.integer(v, w), w),
@@ -111,6 +123,14 @@ def _problems(config: GPTConfig):
     if isinstance(config.n_embd, int) and isinstance(config.n_head, int) and config.n_head > 0:
         if config.n_embd % config.n_head:
             yield f"--n_embd={config.n_embd} must be a multiple of --n_head={config.n_head}"
+    if isinstance(config.seed, int) and not 0 <= config.seed < 2**32:
+        yield f"--seed={config.seed} must lie in [0, 2**32)"
+    windows = config.eval_iters * config.batch_size
+    if isinstance(windows, int) and windows > _MAX_EVAL_WINDOWS:
+        yield (
+            f"--eval_iters * --batch_size = {windows:,} windows an estimate; at most "
+            f"{_MAX_EVAL_WINDOWS:,} (the default is 200 * 12 = 2,400)"
+        )
     if config.grad not in GRADS:
         yield f"--grad={config.grad!r} must be one of {list(GRADS)}"
     if not isinstance(config.text, str) or not config.text.strip():
@@ -309,11 +329,28 @@ def _check_same_config(config: GPTConfig, then: dict, used: Path) -> None:
     run_config.check_same(config.recorded(), then, GPTConfig().recorded(), used)
 
 
-def _restore(config: GPTConfig, workdir: Path, template, log):
+def fingerprint(corpus: text.Corpus) -> dict:
+    """What a run records of its text, to refuse going on with another one: its
+    vocabulary and the sizes of its splits."""
+    return {"chars": corpus.chars, "train": len(corpus.train), "val": len(corpus.val)}
+
+
+def _check_same_text(corpus: text.Corpus, then: dict | None, used: Path) -> None:
+    if then is not None and then != fingerprint(corpus):
+        raise ValueError(
+            f"{used} was trained on another text than --text={corpus.name} holds now "
+            f"({then['train'] + then['val']:,} characters, {len(then['chars'])} distinct; now "
+            f"{len(corpus.train) + len(corpus.val):,}, {corpus.vocab_size}): the file changed. "
+            "Restore it, add --overwrite to train afresh, or choose another --output_dir."
+        )
+
+
+def _restore(config: GPTConfig, corpus: text.Corpus, workdir: Path, template, log):
     """(state, meta) of the newest readable checkpoint in workdir, or (None, None)."""
 
     def check(meta: dict, used: Path) -> None:
         _check_same_config(config, meta.get("config", {}), used)
+        _check_same_text(corpus, meta.get("corpus"), used)
         done = meta.get("iter")
         if not (isinstance(done, int) and 0 < done <= config.max_iters):
             raise checkpoint.CheckpointError(
@@ -345,7 +382,7 @@ class _Progress(NamedTuple):
 
     iteration: int
     wall: float  # seconds of the earlier commands that worked on this run
-    train_seconds: float  # seconds in training chunks after each process's first
+    train_seconds: float  # seconds in training chunks of a length already compiled
     timed_iters: int  # iterations in those chunks
     history: list  # the loss estimates: {"iter", "train_loss", "val_loss"}
 
@@ -388,6 +425,7 @@ def train_gpt(
             results = files.read_run_record(workdir / RESULTS)
             if results is not None:
                 _check_same_config(config, results["config"], workdir / RESULTS)
+                _check_same_text(_corpus(config), results.get("corpus"), workdir / RESULTS)
                 log(f"{workdir}: already trained; --overwrite to train again")
                 return results
         return _Run(config, workdir, log, held, started).train(overwrite)
@@ -404,10 +442,11 @@ class _Run(NamedTuple):
         """Seconds of the earlier commands of this run and of this one so far."""
         return progress.wall + time.time() - self.started
 
-    def save(self, state, progress: _Progress) -> None:
+    def save(self, state, progress: _Progress, corpus: text.Corpus) -> None:
         if jax.process_index() == 0:
             self.held.verify()  # never write over another run's files
             meta = {"config": self.config.recorded(), "iter": progress.iteration,
+                    "corpus": fingerprint(corpus),
                     "wall": self.wall(progress), "train_seconds": progress.train_seconds,
                     "timed_iters": progress.timed_iters, "history": progress.history}  # fmt: skip
             checkpoint.save(self.workdir / _CHECKPOINT, state, meta, keep=_KEEP)
@@ -417,7 +456,9 @@ class _Run(NamedTuple):
         corpus = _corpus(config)
         mesh = parallel.make_mesh()
         model, state = build(config, corpus.vocab_size, mesh)
-        restored, meta = (None, None) if overwrite else _restore(config, self.workdir, state, log)
+        restored, meta = (
+            (None, None) if overwrite else _restore(config, corpus, self.workdir, state, log)
+        )
         if overwrite and jax.process_index() == 0:
             for path in [self.workdir / RESULTS, *checkpoint.rotated_paths(
                     self.workdir / _CHECKPOINT, _KEEP)]:  # fmt: skip
@@ -440,12 +481,13 @@ class _Run(NamedTuple):
         samples = self._samples(model, state, corpus)
         wall = self.wall(progress)
         final = progress.history[-1]
-        seconds_per_iter = progress.train_seconds / max(progress.timed_iters, 1)
+        per_iter = progress.train_seconds / progress.timed_iters if progress.timed_iters else None
+        tokens = config.batch_size * config.block_size
         results = {
             "train_loss": final["train_loss"], "val_loss": final["val_loss"],
             "val_loss_full": val_full, "seconds": wall,
-            "ms_per_iter": 1e3 * seconds_per_iter,
-            "tokens_per_second": config.batch_size * config.block_size / seconds_per_iter,
+            "ms_per_iter": per_iter and 1e3 * per_iter,
+            "tokens_per_second": per_iter and tokens / per_iter, "corpus": fingerprint(corpus),
             "parameters": gpt.count_parameters(state.params), "samples": samples,
             "iterations": progress.iteration, "history": progress.history,
             "text": corpus.name, "vocab_size": corpus.vocab_size, "devices": mesh.size,
@@ -460,13 +502,13 @@ class _Run(NamedTuple):
         """Trains from progress.iteration to max_iters: (state, progress), or None if
         stop_after_iter stopped it."""
         config, log = self.config, self.log
-        first = True  # the first chunk of a process includes compiling: not timed
+        compiled, untimed = set(), None  # a chunk of a new length compiles: not timed
         it = progress.iteration
+        saved = it or None  # the iteration of the checkpoint on disk
         while it < config.max_iters:
-            boundary = min(
-                config.max_iters, (it // config.eval_interval + 1) * config.eval_interval
-            )
-            length = min(config.log_interval - it % config.log_interval, boundary - it)
+            every = config.eval_interval
+            boundary = min(config.max_iters, (it // every + 1) * every)
+            length = min(config.chunk_length - it % config.chunk_length, boundary - it)
             tick = time.perf_counter()
             state, values = model.chunk(state, train, length)
             values = np.asarray(values)  # waits for the chunk
@@ -474,30 +516,27 @@ class _Run(NamedTuple):
             it += length
             if not np.isfinite(values).all():
                 bad = it - length + int(np.argmin(np.isfinite(values)))
-                kept = (
-                    "no checkpoint was written"
-                    if not progress.history
-                    else (
-                        f"{self.workdir / _CHECKPOINT}, of iteration {progress.iteration}, is kept"
-                    )
-                )
+                kept = (f"{self.workdir / _CHECKPOINT}, of iteration {saved}, is kept" if saved
+                        else "no checkpoint was written")  # fmt: skip
                 raise Diverged(f"the training loss became {values[~np.isfinite(values)][0]} at "
                                f"iteration {bad}; {kept}. Lower --learning_rate or raise "
                                "--warmup_iters.")  # fmt: skip
-            if first:
-                untimed = (seconds, length)  # the figures if no other chunk runs
-            else:
+            if length in compiled:
                 progress = progress._replace(train_seconds=progress.train_seconds + seconds,
                                              timed_iters=progress.timed_iters + length)  # fmt: skip
-            first = False
+            else:
+                compiled.add(length)
+                untimed = (seconds, length)  # the figures if no other chunk is timed
             tokens = config.batch_size * config.block_size * length
             log(
                 f"iter {it}/{config.max_iters}: loss {values[-1]:.4f}, "
                 f"{1e3 * seconds / length:.1f} ms/iter, {tokens / seconds:,.0f} tokens/s"
             )
             progress = progress._replace(iteration=it)
+            if it == config.max_iters and not progress.timed_iters:  # no chunk was timed
+                progress = progress._replace(train_seconds=untimed[0], timed_iters=untimed[1])
             signum = _signals.stop_requested(received)
-            stop = it == config.stop_after_iter
+            stop = 0 < config.stop_after_iter <= it and it - length < config.stop_after_iter
             if it == boundary:
                 # The batches depend on the seed, the iteration and the split only.
                 losses_now = {name: model.estimate(state.params, data, [config.seed, it, i])
@@ -509,15 +548,14 @@ class _Run(NamedTuple):
                 log(f"step {it}: train loss {losses_now['train']:.4f}, val loss "
                     f"{losses_now['val']:.4f}")  # fmt: skip
             if it == boundary or signum or stop:
-                self.save(state, progress)
+                self.save(state, progress, corpus)
+                saved = it
             if signum and it < config.max_iters:
-                after, saved = f"iteration {it} of {config.max_iters}", self.workdir / _CHECKPOINT
-                raise Interrupted(_signals.stopped(signum, after, saved), signum)
+                after, where = f"iteration {it} of {config.max_iters}", self.workdir / _CHECKPOINT
+                raise Interrupted(_signals.stopped(signum, after, where), signum)
             if stop and it < config.max_iters:
                 log(f"stopped after iteration {it}; run the same command again to continue")
                 return None
-        if not progress.timed_iters and not first:  # one chunk in all: time it, compile and all
-            progress = progress._replace(train_seconds=untimed[0], timed_iters=untimed[1])
         return state, progress
 
     def _samples(self, model: Model, state, corpus: text.Corpus) -> str:
