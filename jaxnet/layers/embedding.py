@@ -131,10 +131,12 @@ def _unembedding() -> core.Layer:
         return x @ table.T, x, state  # residual: the input
 
     def backward(params, x, g):
-        # logits = x @ table.T: dx = g @ table and dtable = g.T @ x over every position.
+        # logits = x @ table.T: dx = g @ table and dtable = g.T @ x over every position,
+        # with the positions merged into one axis first (as ops.linear_backward: XLA then
+        # contracts the first axis in place instead of copying g transposed).
         table = params["table"]
-        dtable = jnp.einsum("...v,...c->vc", g, x)
-        return {"table": dtable}, g @ table
+        rows = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        return {"table": jnp.tensordot(*rows, axes=(0, 0))}, g @ table
 
     return core.Layer(init, forward, backward, "tied_head")
 
