@@ -40,6 +40,7 @@ import optax
 from absl import app, flags
 
 import jaxnet
+from benchmarks.memory_bench import worst_leaf
 from experiments import common
 from jaxnet import gpt, losses, timing
 from jaxnet.lessons import reference
@@ -145,18 +146,6 @@ def stepper(step, params, opt_state, x, y):
         return carry, value
 
     return call
-
-
-def worst_leaf(got, want) -> tuple[float, str]:
-    """(max over leaves of max |got - want| / max |want|, the leaf's path), in numpy (each
-    shape would compile its own jax ops)."""
-
-    def diff(path, g, w):
-        g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
-        return float(np.max(np.abs(g - w)) / np.max(np.abs(w))), jax.tree_util.keystr(path)
-
-    diffs = jax.tree_util.tree_map_with_path(diff, got, want)
-    return max(jax.tree.leaves(diffs, is_leaf=lambda d: isinstance(d, tuple)))
 
 
 # ---------------------------------------------------------------------------- measure

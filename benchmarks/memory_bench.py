@@ -118,12 +118,21 @@ def _paired(calls: dict, base: str, rounds: int) -> dict:
     }
 
 
+def worst_leaf(got, want) -> tuple[float, str]:
+    """(max over leaves of max |got - want| / max |want|, the leaf's path), in numpy (each
+    shape would compile its own jax ops)."""
+
+    def diff(path, g, w):
+        g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+        return float(np.max(np.abs(g - w)) / np.max(np.abs(w))), jax.tree_util.keystr(path)
+
+    diffs = jax.tree_util.tree_map_with_path(diff, got, want)
+    return max(jax.tree.leaves(diffs, is_leaf=lambda d: isinstance(d, tuple)))
+
+
 def _same(got, want) -> float:
     """max over leaves of max |got - want| / max |want|."""
-    return max(
-        float(jnp.max(jnp.abs(g - w)) / jnp.max(jnp.abs(w)))
-        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want))
-    )
+    return worst_leaf(got, want)[0]
 
 
 def _repeated(f, args, calls: int):

@@ -142,7 +142,7 @@ def cross_entropy(label_smoothing: float = 0.0, ignore_index: int | None = None)
         logp, labels = residual
         classes = logp.shape[-1]
         mask, count = _counted(labels, ignore_index)
-        target = jax.nn.one_hot(labels, classes, dtype=logp.dtype)  # all 0 for an ignored one
+        target = jax.nn.one_hot(labels, classes, dtype=logp.dtype)  # ignored rows: masked below
         if smoothing:
             target = (1 - smoothing) * target + smoothing / classes
         dlogits = (g / count.astype(logp.dtype)) * (jnp.exp(logp) - target)

@@ -270,10 +270,13 @@ def build(config: GPTConfig, vocab_size: int, mesh) -> tuple[Model, loop.TrainSt
         return ignoring.value(logits, y) * counted, counted
 
     def windows_loss(params, x: np.ndarray, y: np.ndarray) -> float:
-        x, y = _grouped(x, y, _EVAL_GROUP)
-        sums = [group_loss(params, xg, yg) for xg, yg in zip(x, y)]  # dispatched, then read
-        total, counted = (sum(float(v[i]) for v in sums) for i in (0, 1))
-        return total / max(counted, 1)
+        # [n, T] windows in groups of _EVAL_GROUP, the last one padded.
+        x, y = _padded(x, y, _EVAL_GROUP)
+        t = x.shape[-1]
+        groups = zip(x.reshape(-1, _EVAL_GROUP, t), y.reshape(-1, _EVAL_GROUP, t))
+        sums = [group_loss(params, xg, yg) for xg, yg in groups]  # all dispatched, then read
+        total, counted = np.sum(jax.device_get(sums), axis=0, dtype=np.float64)
+        return float(total / max(counted, 1))
 
     def estimate(params, data: np.ndarray, key) -> float:
         # nanoGPT's estimate_loss: the mean of eval_iters batch means; the batches are all
@@ -288,11 +291,9 @@ def build(config: GPTConfig, vocab_size: int, mesh) -> tuple[Model, loop.TrainSt
     def full_loss(params, data: np.ndarray) -> float:
         # Every position but the first once as a label: ids[:-1] -> ids[1:] in windows of
         # block_size, the last padded with labels the loss ignores.
-        x, y = data[:-1], data[1:]
-        pad = -len(x) % config.block_size
-        x = np.concatenate([x, np.zeros(pad, x.dtype)]).reshape(-1, config.block_size)
-        y = np.concatenate([y, np.full(pad, _IGNORE, y.dtype)]).reshape(-1, config.block_size)
-        return windows_loss(params, x, y)
+        x, y = _padded(data[:-1], data[1:], config.block_size)
+        t = config.block_size
+        return windows_loss(params, x.reshape(-1, t), y.reshape(-1, t))
 
     generate = gpt.make_generate(net, config.block_size, max(config.sample_chars, 1))
 
@@ -303,12 +304,11 @@ def build(config: GPTConfig, vocab_size: int, mesh) -> tuple[Model, loop.TrainSt
     return Model(net, mesh, chunk, estimate, full_loss, sample), placed
 
 
-def _grouped(x: np.ndarray, y: np.ndarray, group: int):
-    """[n, T] windows as [groups, group, T], the last group padded with ignored labels."""
-    pad = -len(x) % group
-    x = np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)])
-    y = np.concatenate([y, np.full((pad, y.shape[1]), _IGNORE, y.dtype)])
-    return x.reshape(-1, group, x.shape[1]), y.reshape(-1, group, y.shape[1])
+def _padded(x: np.ndarray, y: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ids x and labels y padded along their first axis to a multiple of `multiple`: x with
+    id 0, y with labels the loss ignores."""
+    widths = [(0, -len(x) % multiple)] + [(0, 0)] * (x.ndim - 1)
+    return np.pad(x, widths), np.pad(y, widths, constant_values=_IGNORE)
 
 
 # --------------------------------------------------------------------------- the run
