@@ -14,7 +14,8 @@ Writes to --output_dir: results.json (train_loss, val_loss, val_loss_full, secon
 ms_per_iter, tokens_per_second, parameters, samples, the loss history), checkpoint.npz and
 checkpoint.1.npz. One run per folder; the same command again resumes a stopped run or prints
 a finished run's results (--overwrite trains afresh); Ctrl-C stops after the chunk under
-way, with a checkpoint. Runs on every device (the batch is split over them).
+way, with a checkpoint. Runs on every device (the batch is split over them); on a CPU, one
+device per core (--cpu_devices).
 """
 
 import time
@@ -27,7 +28,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from experiments import common  # noqa: E402
-from jaxnet.training import lm  # noqa: E402
+from jaxnet.training import lm, parallel  # noqa: E402
 
 _D = lm.GPTConfig()
 _TEXT = flags.DEFINE_string("text", _D.text, "A corpus name (fortunes) or a UTF-8 file's path.")
@@ -78,6 +79,11 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", "runs/gpt", "Where outputs go; one run per folder. The same command again "
     "resumes a stopped run or shows a finished one.",
 )  # fmt: skip
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 0, "On a CPU: split it into this many devices, the batch split over them "
+    "(jaxnet.training.parallel.split_cpu); 0: one per core, as many as divide --batch_size; "
+    "1: one device, XLA's threads alone.", lower_bound=0,
+)  # fmt: skip
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Discard the run there; train afresh.")
 _STOP_AFTER = flags.DEFINE_integer(
     "stop_after_iter", 0, "Stop after this iteration, with a checkpoint (to try resuming); "
@@ -107,8 +113,13 @@ def main(argv):
     common.quiet_jax_logs()
 
     def train():
-        return lm.train_gpt(config_from_flags(), _OUTPUT_DIR.value, log=say,
-                            overwrite=_OVERWRITE.value, started=_STARTED)  # fmt: skip
+        config = config_from_flags()
+        try:
+            parallel.split_cpu(config.batch_size, _CPU_DEVICES.value)
+        except ValueError as e:
+            raise ValueError(f"--cpu_devices={_CPU_DEVICES.value}: {e}") from None
+        return lm.train_gpt(config, _OUTPUT_DIR.value, log=say, overwrite=_OVERWRITE.value,
+                            started=_STARTED)  # fmt: skip
 
     results = common.run_or_exit("gpt", train, _OUTPUT_DIR.value, lm.Interrupted)
     if results is not None:

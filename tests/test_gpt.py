@@ -11,7 +11,9 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from conftest import assert_trees_close
 
 import jaxnet
 from jaxnet import gpt, gradcheck, losses
@@ -187,6 +189,23 @@ def test_learning_rate_is_nanogpts_get_lr():
         assert float(schedule(it)) == pytest.approx(get_lr(it), rel=1e-5)
 
 
+def test_optimizer_is_optax_adamw_with_clipping_as_nanogpt_configures_it():
+    config = lm.GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, warmup_iters=2)
+    _, params, _ = gpt.gpt(11, n_layer=1, n_head=2, n_embd=8, block_size=8).init(
+        jax.random.key(0), (2, 8))
+    adamw = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adamw(
+        lm.learning_rate(config), b1=config.beta1, b2=config.beta2, eps=1e-8,
+        weight_decay=config.weight_decay, mask=gpt.decay_mask))  # fmt: skip
+    ours = lm.optimizer(config)
+    states, trees = [adamw.init(params), ours.init(params)], [params, params]
+    for i in range(4):  # past the warmup; gradients large enough to be clipped
+        grads = jax.tree.map(lambda p: 5 * jax.random.normal(jax.random.key(i), p.shape), params)
+        for k, opt in enumerate((adamw, ours)):
+            updates, states[k] = opt.update(grads, states[k], trees[k])
+            trees[k] = optax.apply_updates(trees[k], updates)
+    assert_trees_close(trees[1], trees[0], rtol=1e-6, atol=1e-7)
+
+
 def test_bad_settings_are_refused_together():
     with pytest.raises(ValueError) as e:
         lm.GPTConfig(n_layer=0, dropout=1.5, grad="nope", n_embd=10, n_head=4, seed=-1,
@@ -257,7 +276,8 @@ def test_a_missing_or_short_text_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_one_and_eight_devices_give_the_same_losses(corpus_file):
-    # 8 simulated CPU devices in a fresh process; the batch of 8 is split over them.
+    # 8 simulated CPU devices in a fresh process; the batch of 8 is split over them, and so
+    # are the evaluations' windows.
     script = textwrap.dedent(f"""
         import jax, numpy as np
         from jaxnet import text
@@ -270,8 +290,10 @@ def test_one_and_eight_devices_give_the_same_losses(corpus_file):
             mesh = parallel.make_mesh(devices)
             model, state = lm.build(config, corpus.vocab_size, mesh)
             state, values = model.chunk(state, jax.device_put(data, parallel.replicated(mesh)), 20)
-            out.append(np.asarray(values))
-        print(len(jax.devices()), np.abs(out[0] - out[1]).max(), out[1][-1])
+            out.append([*np.asarray(values), model.estimate(state.params, corpus.val, [1, 2]),
+                        model.full_loss(state.params, corpus.val)])
+        out = np.array(out)
+        print(len(jax.devices()), np.abs(out[0] - out[1]).max(), out[1][-3:].min())
     """)
     # The suite's own XLA_FLAGS (tests/conftest.py: faster compiles) kept, the devices added.
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
@@ -279,21 +301,22 @@ def test_one_and_eight_devices_give_the_same_losses(corpus_file):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    devices, diff, last = done.stdout.split()
-    assert devices == "8" and float(diff) <= 1e-5 and math.isfinite(float(last))
+    devices, diff, least = done.stdout.split()
+    assert devices == "8" and float(diff) <= 1e-5 and 0 < float(least) < math.inf
 
 
 @pytest.mark.slow
 def test_the_script_trains_prints_samples_and_refuses_bad_flags(tmp_path, corpus_file):
     tiny = [f"--{k}={v}" for k, v in {**TINY, "max_iters": 4, "eval_interval": 4}.items()]
     command = [sys.executable, "-m", "experiments.gpt", f"--text={corpus_file}", *tiny]
-    done = subprocess.run([*command, f"--output_dir={tmp_path}/run"], capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run([*command, "--cpu_devices=2", f"--output_dir={tmp_path}/run"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "iter 2/4: loss" in done.stdout and "step 4: train loss" in done.stdout
     assert "samples:" in done.stdout and "wrote" in done.stdout
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["iterations"] == 4 and len(results["samples"]) == 12
+    assert results["devices"] == 2  # the CPU split in two, the batch of 4 over them
     bad = subprocess.run([*command, "--n_head=3", f"--output_dir={tmp_path}/bad"],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 1

@@ -126,3 +126,33 @@ def test_mesh_and_shardings_in_process():
     assert placed.sharding == parallel.sharded_batch(mesh)
     with pytest.raises(ValueError, match="process_id=3 must lie in"):
         parallel.initialize("127.0.0.1:1", 2, 3)
+
+
+def test_split_cpu_refuses_bad_counts_and_a_count_already_chosen(monkeypatch):
+    jax.devices()  # this process's backend has started
+    with pytest.raises(ValueError, match=r"devices=-1 must be an int >= 0"):
+        parallel.split_cpu(12, -1)
+    with pytest.raises(ValueError, match="does not split evenly over 5 devices"):
+        parallel.split_cpu(12, 5)
+    with pytest.raises(ValueError, match="cannot split the CPU into 2 devices: JAX has started"):
+        parallel.split_cpu(12, 2)
+    assert parallel.split_cpu(12) is None  # 0 leaves a started backend as it is
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    with pytest.raises(ValueError, match="XLA_FLAGS sets --xla_force_host_platform_device_count"):
+        parallel.split_cpu(12, 2)
+
+
+def test_split_cpu_makes_one_device_per_core_as_many_as_divide_the_batch():
+    # A fresh process (the count is set before JAX starts), told it has 8 cores.
+    script = (
+        "import jax\n"
+        "from jaxnet.training import parallel\n"
+        "parallel.cpu_cores = lambda: 8\n"
+        "print(parallel.split_cpu(12), parallel.split_cpu(12), jax.device_count('cpu'))\n"
+    )
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env = {**os.environ, "XLA_FLAGS": " ".join(kept)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["6", "None", "6"]  # 6 divides 12; 8 does not

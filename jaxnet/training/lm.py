@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 import jaxnet
 from jaxnet import _checks, _xla, gpt, losses, text
@@ -42,7 +43,8 @@ _KEEP = 2  # checkpoints kept: the newest and the one before
 _IGNORE = -1  # the label of padding in the evaluations
 _CHUNK_TOKENS = 38_400  # tokens per chunk when log_interval is 0: 50 steps of 12 x 64
 _MAX_EVAL_WINDOWS = 1_000_000  # per estimate: their ids are drawn on the host at once
-_EVAL_GROUP = 16  # windows per evaluation call: on CPU 12-24 ran 1.4x faster than 96
+_EVAL_GROUP = 16  # windows per device in a step of an evaluation call
+_EVAL_STEPS = 16  # steps of an evaluation call (a lax.scan): 256 windows per device
 GRADS = ("fused", "ops", "autodiff")
 
 
@@ -182,12 +184,20 @@ def learning_rate(config: GPTConfig) -> optax.Schedule:
 
 
 def optimizer(config: GPTConfig) -> optax.GradientTransformation:
-    """AdamW as nanoGPT configures it: clip, then Adam, decay on 2-D weights only."""
-    adamw = optax.adamw(learning_rate(config), b1=config.beta1, b2=config.beta2, eps=1e-8,
-                        weight_decay=config.weight_decay, mask=gpt.decay_mask)  # fmt: skip
-    if not config.grad_clip:
-        return adamw
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
+    """AdamW as nanoGPT configures it: clip by the global norm, Adam, decay on the 2-D
+    weights only, the learning rate.
+
+    The clipping and Adam's moments run on all the gradients raveled into one vector
+    (`optax.flatten`): a few operations a step instead of a few for each of the ~30 leaves,
+    which made a step about 3% faster on 2 CPU cores. The same arithmetic as
+    `optax.adamw` (its order: Adam, decay, learning rate)."""
+    clip = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
+    adam = optax.scale_by_adam(b1=config.beta1, b2=config.beta2, eps=1e-8)
+    return optax.chain(
+        optax.flatten(optax.chain(*clip, adam)),
+        optax.add_decayed_weights(config.weight_decay, mask=gpt.decay_mask),
+        optax.scale_by_learning_rate(learning_rate(config)),
+    )
 
 
 class Model(NamedTuple):
@@ -261,21 +271,30 @@ def build(config: GPTConfig, vocab_size: int, mesh) -> tuple[Model, loop.TrainSt
 
     ignoring = losses.cross_entropy(ignore_index=_IGNORE)
 
-    @jax.jit
-    def group_loss(params, x, y):
-        # The loss summed over a group of windows, and how many labels it counted: every
-        # evaluation is a sum of these, so one program serves them all.
-        logits, _ = jaxnet.layers.apply(net, params, net_state, x)
-        counted = jnp.sum(y != _IGNORE)
-        return ignoring.value(logits, y) * counted, counted
+    group = _EVAL_GROUP * mesh.size  # windows per step of an evaluation call
+    calls = NamedSharding(mesh, PartitionSpec(None, parallel.AXIS))  # [steps, group, ...]
+
+    @functools.partial(jax.jit, in_shardings=(everywhere, calls, calls), out_shardings=calls)
+    def window_sums(params, x, y):
+        # [steps, group, T] ids and labels -> each window's summed loss and how many labels
+        # it counted, [steps, group]: every evaluation is a sum of these, so one program
+        # serves them all. Each device sums its own windows: with no collective, the calls
+        # in flight at once never wait on each other.
+        def one(_, xy):
+            logits, _ = jaxnet.layers.apply(net, params, net_state, xy[0])
+            counted = jnp.sum(xy[1] != _IGNORE, axis=-1)
+            return None, (jax.vmap(ignoring.value)(logits, xy[1]) * counted, counted)
+
+        return jax.lax.scan(one, None, (x, y))[1]
 
     def windows_loss(params, x: np.ndarray, y: np.ndarray) -> float:
-        # [n, T] windows in groups of _EVAL_GROUP, the last one padded.
-        x, y = _padded(x, y, _EVAL_GROUP)
-        t = x.shape[-1]
-        groups = zip(x.reshape(-1, _EVAL_GROUP, t), y.reshape(-1, _EVAL_GROUP, t))
-        sums = [group_loss(params, xg, yg) for xg, yg in groups]  # all dispatched, then read
-        total, counted = np.sum(jax.device_get(sums), axis=0, dtype=np.float64)
+        # [n, T] windows in calls of up to _EVAL_STEPS groups, the last one padded: one
+        # program for the estimates and the full pass at the defaults, little padding for few.
+        steps = min(_EVAL_STEPS, -(-len(x) // group))
+        x, y = _padded(x, y, steps * group)
+        shape = (-1, steps, group, x.shape[-1])
+        sums = [window_sums(params, xc, yc) for xc, yc in zip(x.reshape(shape), y.reshape(shape))]
+        total, counted = np.sum(jax.device_get(sums), axis=(0, 2, 3), dtype=np.float64)
         return float(total / max(counted, 1))
 
     def estimate(params, data: np.ndarray, key) -> float:

@@ -7,6 +7,7 @@ a global batch means the same on 1 device as on 8, and across several processes.
 """
 
 import hashlib
+import os
 import socket
 import time
 
@@ -16,6 +17,65 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "data"
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def split_cpu(batch_size: int, devices: int = 0) -> int | None:
+    """Before JAX starts: the CPU as `devices` devices, so that the mesh splits batches of
+    `batch_size` over the cores.
+
+    XLA runs one CPU device's program an operation at a time, each split over the cores;
+    a small model's operations are too small to split well, so a core idles much of the
+    time (a GPT of width 128 on 2 cores: the second one about half). One device per core,
+    each running its share of the batch, keeps them all busy: the step is about 1.1x and
+    the forward of an evaluation about 1.8x faster there.
+
+    Args:
+      batch_size: the global batch, which must split evenly over the devices.
+      devices: how many; 0 for one per core, as many as divide batch_size (at least 1).
+
+    Returns:
+      The device count set; None where devices=0 and the count was already chosen:
+      XLA_FLAGS sets --xla_force_host_platform_device_count, jax_num_cpu_devices was set,
+      or JAX's backends have started (call this before any array is made).
+
+    Raises:
+      ValueError: devices is negative or does not divide batch_size, or devices > 0 and
+        the count was already chosen.
+    """
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices < 0:
+        raise ValueError(f"devices={devices!r} must be an int >= 0 (0: one per core).")
+    chosen = _cpu_devices_chosen()
+    if devices:
+        _check_split(batch_size, devices)
+        if chosen:
+            raise ValueError(f"cannot split the CPU into {devices} devices: {chosen}.")
+    elif chosen:
+        return None
+    else:
+        devices = max(d for d in range(1, cpu_cores() + 1) if batch_size % d == 0)
+    jax.config.update("jax_num_cpu_devices", devices)
+    return devices
+
+
+def _cpu_devices_chosen() -> str:
+    """Why the CPU's device count can no longer be set here, or ""."""
+    from jax._src import xla_bridge  # no public way to ask whether the backends started
+
+    if "--xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return "XLA_FLAGS sets --xla_force_host_platform_device_count; drop one of the two"
+    if jax.config.jax_num_cpu_devices >= 0:
+        return f"jax_num_cpu_devices is set already, to {jax.config.jax_num_cpu_devices}"
+    if xla_bridge.backends_are_initialized():
+        return "JAX has started its devices already; split the CPU before making any array"
+    return ""
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -35,7 +95,10 @@ def sharded_batch(mesh: Mesh) -> NamedSharding:
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     """Raises ValueError unless the global batch splits evenly over the devices."""
-    devices = mesh.size
+    _check_split(batch_size, mesh.size)
+
+
+def _check_split(batch_size: int, devices: int) -> None:
     if batch_size % devices:
         lower, upper = batch_size // devices * devices, -(-batch_size // devices) * devices
         raise ValueError(
