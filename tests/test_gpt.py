@@ -16,9 +16,9 @@ import pytest
 from conftest import assert_trees_close
 
 import jaxnet
-from jaxnet import gpt, gradcheck, losses
+from jaxnet import gpt, gradcheck, losses, text
 from jaxnet import layers as L
-from jaxnet.training import checkpoint, lm
+from jaxnet.training import checkpoint, lm, parallel
 
 TRANSFORMS = ("jit", "vmap")
 
@@ -272,6 +272,30 @@ def test_a_missing_or_short_text_is_refused(tmp_path):
     short.write_text("abcdefghijklmnopqrstuvwxyz")
     with pytest.raises(ValueError, match="fewer than --block_size \\+ 2"):
         lm.train_gpt(lm.GPTConfig(text=str(short), **TINY), tmp_path / "out")
+
+
+def test_compile_ahead_leaves_the_evaluations_and_the_sampler_nothing_to_compile(corpus_file):
+    config = lm.GPTConfig(text=corpus_file, **TINY)
+    corpus = text.load(corpus_file)
+    model, state = lm.build(config, corpus.vocab_size, parallel.make_mesh())
+    prompt = jnp.asarray(corpus.encode("\n"))
+    model.compile_ahead(state.params, len(corpus.val), prompt)
+    lowered = []  # a program lowered again would be compiled again (or read from a cache)
+
+    def listen(event, seconds, **kwargs):
+        del seconds, kwargs
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        model.estimate(state.params, corpus.val, [1, 2])
+        model.full_loss(state.params, corpus.val)
+        jax.block_until_ready(model.sample(state.params, prompt, jax.random.key(3),
+                                           jnp.float32(0.5)))  # fmt: skip
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert not lowered
 
 
 @pytest.mark.slow
