@@ -310,11 +310,13 @@ PUBLIC = {
         "AXIS",
         "assert_same_on_all_processes",
         "check_batch_size",
+        "cpu_cores",
         "initialize",
         "make_mesh",
         "put",
         "replicated",
         "sharded_batch",
+        "split_cpu",
     ],
     "jaxnet.profiling": ["dot_signatures", "kernel_counts", "op_kinds", "time_by_kind"],
     "jaxnet.lessons.reference": [
