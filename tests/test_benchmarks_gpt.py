@@ -1,6 +1,11 @@
 """benchmarks/gpt_bench.py at a tiny GPT: what it records, and that the sides agree."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,3 +58,34 @@ def test_the_flags_refuse_unknown_configurations_and_modes_without_plain():
                 pass
     with flagsaver.flagsaver(configs=["long"], modes=["plain", "autodiff"]):
         assert flags.FLAGS.modes == ["plain", "autodiff"]
+
+
+@pytest.mark.slow
+def test_the_cpu_split_benchmark_times_both_meshes_which_agree(tmp_path):
+    # Two simulated devices in a fresh process, a tiny GPT on a made-up text, one round.
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("the cat sat on a mat and then it ran away.\n" * 60)
+    script = textwrap.dedent(f"""
+        import json
+        from benchmarks import cpu_split
+        from jaxnet import text
+        from jaxnet.training import lm, parallel
+        assert parallel.split_cpu(4, 2) == 2
+        config = lm.GPTConfig(text={str(corpus)!r}, n_layer=1, n_head=2, n_embd=8,
+                              block_size=8, batch_size=4, eval_iters=2)
+        results = cpu_split.measure(config, text.load(config.text), rounds=2, chunk=2)
+        print(json.dumps(results))
+        print(cpu_split.table(results))
+    """)
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "XLA_FLAGS":
+                          " ".join(kept)}, cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.splitlines()[0])
+    assert results["devices"] == 2 and results["rounds"] == 2
+    assert results["first_chunk_max_loss_diff"] <= 1e-5  # the same training on either mesh
+    for what in ("chunk", "estimate"):
+        row = results[what]
+        assert row["one_ms"] > 0 and row["split_ms"] > 0 and row["speedup"]["median"] > 0
+    assert "| chunk (ms / step) |" in done.stdout

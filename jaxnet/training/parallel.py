@@ -34,8 +34,8 @@ def split_cpu(batch_size: int, devices: int = 0) -> int | None:
     XLA runs one CPU device's program an operation at a time, each split over the cores;
     a small model's operations are too small to split well, so a core idles much of the
     time (a GPT of width 128 on 2 cores: the second one about half). One device per core,
-    each running its share of the batch, keeps them all busy: the step is about 1.1x and
-    the forward of an evaluation about 1.8x faster there.
+    each running its share of the batch, keeps them all busy: there the GPT's step is about
+    1.1x and a loss estimate about 1.4x faster (`python -m benchmarks.cpu_split`).
 
     Args:
       batch_size: the global batch, which must split evenly over the devices.
