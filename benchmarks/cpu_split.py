@@ -63,8 +63,12 @@ def measure(config, corpus, rounds: int, chunk: int) -> dict:
         runs[f"estimate {name}"] = lambda m=model, p=params: m.estimate(p, corpus.val, [0])
     order = [f"{what} {name}" for what in ("chunk", "estimate") for name in ("one", "split")]
     times = timing.interleaved_times({k: runs[k] for k in order}, repeats=rounds, warmup=1)
-    results = {"devices": jax.device_count(), "chunk_steps": chunk, "rounds": rounds,
-               "first_chunk_max_loss_diff": float(np.abs(first["one"] - first["split"]).max())}
+    results = {
+        "devices": jax.device_count(),
+        "chunk_steps": chunk,
+        "rounds": rounds,
+        "first_chunk_max_loss_diff": float(np.abs(first["one"] - first["split"]).max()),
+    }
     for what, per in (("chunk", chunk), ("estimate", 1)):
         one, split = times[f"{what} one"], times[f"{what} split"]
         results[what] = {
@@ -87,13 +91,18 @@ def table(results: dict) -> str:
 
 def main(argv):
     del argv
-    devices = parallel.split_cpu(12, _DEVICES.value)  # the default batch splits over them
+    from jaxnet.training import lm
+
+    batch = lm.GPTConfig().batch_size  # the run's batch, split over the devices
+    devices = parallel.split_cpu(batch, _DEVICES.value)
     if devices is None or devices < 2:
-        sys.exit(f"cpu_split: the CPU was not split ({devices} devices); run it with 2 or more "
-                 "cores, or --devices=2, and without --xla_force_host_platform_device_count.")
+        sys.exit(
+            f"cpu_split: the CPU was not split ({devices} devices); run it with 2 or more "
+            "cores, or --devices=2, and without --xla_force_host_platform_device_count."
+        )
     from experiments import common
     from jaxnet import text
-    from jaxnet.training import files, lm
+    from jaxnet.training import files
 
     common.quiet_jax_logs()
     start, load = time.perf_counter(), os.getloadavg()[0]
@@ -103,8 +112,10 @@ def main(argv):
                    load_after=os.getloadavg()[0], cpus=parallel.cpu_cores(),
                    command="python -m benchmarks.cpu_split " + " ".join(sys.argv[1:]),
                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))  # fmt: skip
-    print(f"{results['cpus']} cores, load {load:.1f} before, {results['load_after']:.1f} after; "
-          f"first chunk's losses differ by at most {results['first_chunk_max_loss_diff']:.1e}")
+    print(
+        f"{results['cpus']} cores, load {load:.1f} before, {results['load_after']:.1f} after; "
+        f"first chunk's losses differ by at most {results['first_chunk_max_loss_diff']:.1e}"
+    )
     print(table(results))
     print(f"wrote {files.write_json_atomic(_OUTPUT.value, results)} in {results['seconds']:.0f}s")
 

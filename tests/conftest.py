@@ -212,3 +212,14 @@ def _module_fixture(item) -> str | None:
                 and fixture.func.__module__ == item.module.__name__):  # fmt: skip
             return name
     return None
+
+
+def cpu_env(devices: int | None = None, **extra: str) -> dict:
+    """os.environ for a subprocess on the CPU alone: the suite's XLA_FLAGS with no device
+    count of the caller's (nor JAX_NUM_CPU_DEVICES), plus `devices` simulated devices."""
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    if devices is not None:
+        kept.append(f"--xla_force_host_platform_device_count={devices}")
+    env = {**os.environ, "XLA_FLAGS": " ".join(kept), "JAX_PLATFORMS": "cpu", **extra}
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    return env

@@ -3,7 +3,6 @@ training job (resume, the mesh, results.json) run small on a text made here."""
 
 import json
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import assert_trees_close
+from conftest import assert_trees_close, cpu_env
 
 import jaxnet
 from jaxnet import gpt, gradcheck, losses, text
@@ -189,17 +188,22 @@ def test_learning_rate_is_nanogpts_get_lr():
         assert float(schedule(it)) == pytest.approx(get_lr(it), rel=1e-5)
 
 
-def test_optimizer_is_optax_adamw_with_clipping_as_nanogpt_configures_it():
-    config = lm.GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, warmup_iters=2)
+@pytest.mark.parametrize("grad_clip", [1.0, 0.0])
+def test_optimizer_is_optax_adamw_with_clipping_as_nanogpt_configures_it(grad_clip):
+    config = lm.GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, warmup_iters=2,
+                          grad_clip=grad_clip)  # fmt: skip
     _, params, _ = gpt.gpt(11, n_layer=1, n_head=2, n_embd=8, block_size=8).init(
-        jax.random.key(0), (2, 8))
-    adamw = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adamw(
+        jax.random.key(0), (2, 8)
+    )
+    clip = [optax.clip_by_global_norm(grad_clip)] if grad_clip else []
+    adamw = optax.chain(*clip, optax.adamw(
         lm.learning_rate(config), b1=config.beta1, b2=config.beta2, eps=1e-8,
         weight_decay=config.weight_decay, mask=gpt.decay_mask))  # fmt: skip
     ours = lm.optimizer(config)
     states, trees = [adamw.init(params), ours.init(params)], [params, params]
     for i in range(4):  # past the warmup; gradients large enough to be clipped
-        grads = jax.tree.map(lambda p: 5 * jax.random.normal(jax.random.key(i), p.shape), params)
+        key = jax.random.key(i)
+        grads = jax.tree.map(lambda p, key=key: 5 * jax.random.normal(key, p.shape), params)
         for k, opt in enumerate((adamw, ours)):
             updates, states[k] = opt.update(grads, states[k], trees[k])
             trees[k] = optax.apply_updates(trees[k], updates)
@@ -253,7 +257,7 @@ def test_train_gpt_writes_results_and_a_stopped_run_resumes_bitwise(tmp_path, co
 
 @pytest.mark.slow
 def test_a_run_stops_at_the_first_chunk_end_past_stop_after_iter_and_refuses_a_changed_text(
-    tmp_path, corpus_file
+    tmp_path, corpus_file, monkeypatch
 ):
     path = tmp_path / "mine.txt"
     path.write_text(open(corpus_file).read())
@@ -262,6 +266,12 @@ def test_a_run_stops_at_the_first_chunk_end_past_stop_after_iter_and_refuses_a_c
     lines = []
     assert lm.train_gpt(config, tmp_path / "run", log=lines.append) is None
     assert lines[-1] == "stopped after iteration 6; run the same command again to continue"
+    # A checkpoint whose optimizer state has another layout (an earlier jaxnet's) is refused.
+    monkeypatch.setattr(lm, "_OPTIMIZER_STATE", "another layout")
+    with pytest.raises(checkpoint.CheckpointError, match="written by an earlier jaxnet.*"
+                       "--overwrite starts afresh"):  # fmt: skip
+        lm.train_gpt(config, tmp_path / "run")
+    monkeypatch.undo()
     path.write_text(path.read_text() + " and more")
     with pytest.raises(ValueError, match="was trained on another text than --text="):
         lm.train_gpt(config, tmp_path / "run")
@@ -275,11 +285,14 @@ def test_a_missing_or_short_text_is_refused(tmp_path):
 
 
 def test_compile_ahead_leaves_the_evaluations_and_the_sampler_nothing_to_compile(corpus_file):
+    # As the run does: compile_ahead gets the fresh params, the calls get a chunk's output.
     config = lm.GPTConfig(text=corpus_file, **TINY)
     corpus = text.load(corpus_file)
-    model, state = lm.build(config, corpus.vocab_size, parallel.make_mesh())
+    mesh = parallel.make_mesh()
+    model, state = lm.build(config, corpus.vocab_size, mesh)
     prompt = jnp.asarray(corpus.encode("\n"))
     model.compile_ahead(state.params, len(corpus.val), prompt)
+    state, _ = model.chunk(state, jax.device_put(corpus.train, parallel.replicated(mesh)), 2)
     lowered = []  # a program lowered again would be compiled again (or read from a cache)
 
     def listen(event, seconds, **kwargs):
@@ -289,6 +302,9 @@ def test_compile_ahead_leaves_the_evaluations_and_the_sampler_nothing_to_compile
 
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
+        jax.jit(lambda a: a * 3 + 1)(jnp.arange(7))  # something new: the listener hears it
+        assert lowered
+        lowered.clear()
         model.estimate(state.params, corpus.val, [1, 2])
         model.full_loss(state.params, corpus.val)
         jax.block_until_ready(model.sample(state.params, prompt, jax.random.key(3),
@@ -320,10 +336,8 @@ def test_one_and_eight_devices_give_the_same_losses(corpus_file):
         print(len(jax.devices()), np.abs(out[0] - out[1]).max(), out[1][-3:].min())
     """)
     # The suite's own XLA_FLAGS (tests/conftest.py: faster compiles) kept, the devices added.
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
-    env = {**os.environ, "XLA_FLAGS": flags.strip()}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], env=cpu_env(8), capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     devices, diff, least = done.stdout.split()
     assert devices == "8" and float(diff) <= 1e-5 and 0 < float(least) < math.inf
@@ -334,7 +348,7 @@ def test_the_script_trains_prints_samples_and_refuses_bad_flags(tmp_path, corpus
     tiny = [f"--{k}={v}" for k, v in {**TINY, "max_iters": 4, "eval_interval": 4}.items()]
     command = [sys.executable, "-m", "experiments.gpt", f"--text={corpus_file}", *tiny]
     done = subprocess.run([*command, "--cpu_devices=2", f"--output_dir={tmp_path}/run"],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+                          env=cpu_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "iter 2/4: loss" in done.stdout and "step 4: train loss" in done.stdout
     assert "samples:" in done.stdout and "wrote" in done.stdout

@@ -5,7 +5,6 @@ process, so every run here is a subprocess of the training CLI.
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import cpu_env
 
 from jaxnet.training import parallel
 
@@ -24,8 +24,7 @@ FLAGS = ["--dataset=digits", "--epochs=3", "--batch_size=64", "--seed=3"]
 
 def _env(devices: int) -> dict:
     # The suite's own XLA_FLAGS (tests/conftest.py: faster compiles) kept, the devices added.
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
-    return {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": flags.strip()}
+    return cpu_env(devices, PYTHONPATH=str(ROOT))
 
 
 def _cmd(out: Path, *args) -> list[str]:
@@ -130,6 +129,9 @@ def test_mesh_and_shardings_in_process():
 
 def test_split_cpu_refuses_bad_counts_and_a_count_already_chosen(monkeypatch):
     jax.devices()  # this process's backend has started
+    monkeypatch.setenv("XLA_FLAGS", "")
+    with pytest.raises(ValueError, match=r"batch_size=0 must be a positive int"):
+        parallel.split_cpu(0)
     with pytest.raises(ValueError, match=r"devices=-1 must be an int >= 0"):
         parallel.split_cpu(12, -1)
     with pytest.raises(ValueError, match="does not split evenly over 5 devices"):
@@ -150,9 +152,7 @@ def test_split_cpu_makes_one_device_per_core_as_many_as_divide_the_batch():
         "parallel.cpu_cores = lambda: 8\n"
         "print(parallel.split_cpu(12), parallel.split_cpu(12), jax.device_count('cpu'))\n"
     )
-    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env = {**os.environ, "XLA_FLAGS": " ".join(kept)}
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=cpu_env(),
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["6", "None", "6"]  # 6 divides 12; 8 does not

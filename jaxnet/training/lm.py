@@ -13,8 +13,9 @@ estimate (the mean over eval_iters random batches of each split) and a checkpoin
 end: the exact loss over the whole validation split, samples, and `results.json`.
 
 The folder holds one run, as `jaxnet.training.job`'s: locked while a run works there; the
-same command again resumes a stopped run (bitwise the uninterrupted one on CPU: chunk
-boundaries and every random draw depend only on the iteration) or returns a finished run's
+same command again resumes a stopped run (bitwise the uninterrupted one on CPU with the
+same devices: chunk boundaries and every random draw depend only on the iteration; another
+device count sums the gradient in another order) or returns a finished run's
 results; other flags are refused (overwrite=True starts afresh). SIGINT or SIGTERM stops
 after the chunk under way, with a checkpoint.
 """
@@ -31,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 import jaxnet
@@ -47,6 +49,7 @@ _MAX_EVAL_WINDOWS = 1_000_000  # per estimate: their ids are drawn on the host a
 _EVAL_GROUP = 16  # windows per device in a step of an evaluation call
 _EVAL_STEPS = 16  # steps of an evaluation call (a lax.scan): 256 windows per device
 GRADS = ("fused", "ops", "autodiff")
+_OPTIMIZER_STATE = "clip and Adam on the raveled gradient"  # checkpoints record the layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,30 +298,36 @@ def build(config: GPTConfig, vocab_size: int, mesh) -> tuple[Model, loop.TrainSt
         return min(_EVAL_STEPS, -(-windows // group)), group, config.block_size
 
     def windows_loss(params, x: np.ndarray, y: np.ndarray) -> float:
-        # [n, T] windows in calls, the last one padded.
+        # [n, T] windows in calls, the last one padded; every process passes the same whole
+        # arrays and reads back every process's sums.
         steps, _, t = call_shape(len(x))
         x, y = _padded(x, y, steps * group)
         shape = (-1, steps, group, t)
-        sums = [window_sums(params, xc, yc) for xc, yc in zip(x.reshape(shape), y.reshape(shape))]
-        total, counted = np.sum(jax.device_get(sums), axis=(0, 2, 3), dtype=np.float64)
+        sums = [window_sums(params, parallel.put(xc, calls), parallel.put(yc, calls))
+                for xc, yc in zip(x.reshape(shape), y.reshape(shape))]  # fmt: skip
+        sums = multihost_utils.process_allgather(sums, tiled=True)
+        total, counted = np.sum(sums, axis=(0, 2, 3), dtype=np.float64)
         return float(total / max(counted, 1))
+
+    estimate_windows = config.eval_iters * config.batch_size
 
     def estimate(params, data: np.ndarray, key) -> float:
         # nanoGPT's estimate_loss: the mean of eval_iters batch means; the batches are all
         # the same size, so that is the mean over all their positions.
         rng = np.random.default_rng(key)
-        starts = rng.integers(
-            0, len(data) - config.block_size, config.eval_iters * config.batch_size
-        )
+        starts = rng.integers(0, len(data) - config.block_size, estimate_windows)
         windows = data[starts[:, None] + np.arange(config.block_size + 1)]
         return windows_loss(params, windows[:, :-1], windows[:, 1:])
+
+    def full_windows(data_size: int) -> int:
+        return -(-(data_size - 1) // config.block_size)
 
     def full_loss(params, data: np.ndarray) -> float:
         # Every position but the first once as a label: ids[:-1] -> ids[1:] in windows of
         # block_size, the last padded with labels the loss ignores.
         x, y = _padded(data[:-1], data[1:], config.block_size)
-        t = config.block_size
-        return windows_loss(params, x.reshape(-1, t), y.reshape(-1, t))
+        shape = (full_windows(len(data)), config.block_size)
+        return windows_loss(params, x.reshape(shape), y.reshape(shape))
 
     generate = gpt.make_generate(net, config.block_size, max(config.sample_chars, 1))
 
@@ -328,14 +337,17 @@ def build(config: GPTConfig, vocab_size: int, mesh) -> tuple[Model, loop.TrainSt
     def compile_ahead(params, val_size: int, prompt) -> None:
         # The programs of the estimates, the full pass and the sampler, compiled now (jit
         # keeps them for the calls to come) so that a thread can do it while the first
-        # chunk compiles and trains.
-        for windows in {config.eval_iters * config.batch_size, -(-(val_size - 1) // t)}:
-            ids = np.zeros(call_shape(windows), np.int32)
+        # chunk compiles and trains. Only the params' shapes and placement are read: the
+        # chunk may donate the arrays meanwhile.
+        params = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), params
+        )
+        for shape in {call_shape(estimate_windows), call_shape(full_windows(val_size))}:
+            ids = jax.ShapeDtypeStruct(shape, jnp.int32, sharding=calls)
             window_sums.lower(params, ids, ids).compile()
         if config.sample_chars:
             generate.lower(params, net_state, prompt, jax.random.key(0), jnp.float32(1)).compile()
 
-    t = config.block_size
     placed = parallel.put(state, everywhere)
     model = Model(net, mesh, chunk, estimate, full_loss, sample, compile_ahead)
     return model, placed
@@ -400,6 +412,12 @@ def _restore(config: GPTConfig, corpus: text.Corpus, workdir: Path, template, lo
     def check(meta: dict, used: Path) -> None:
         _check_same_config(config, meta.get("config", {}), used)
         _check_same_text(corpus, meta.get("corpus"), used)
+        if meta.get("optimizer") != _OPTIMIZER_STATE:
+            raise checkpoint.CheckpointError(
+                f"{used} was written by an earlier jaxnet, whose AdamW kept its moments leaf "
+                "by leaf; this one keeps them raveled into one vector, so its optimizer state "
+                "does not fit. Resume it with the jaxnet that wrote it, or train afresh."
+            )
         done = meta.get("iter")
         if not (isinstance(done, int) and 0 < done <= config.max_iters):
             raise checkpoint.CheckpointError(
@@ -497,7 +515,8 @@ class _Run(NamedTuple):
             meta = {"config": self.config.recorded(), "iter": progress.iteration,
                     "corpus": fingerprint(corpus),
                     "wall": self.wall(progress), "train_seconds": progress.train_seconds,
-                    "timed_iters": progress.timed_iters, "history": progress.history}  # fmt: skip
+                    "timed_iters": progress.timed_iters, "history": progress.history,
+                    "optimizer": _OPTIMIZER_STATE}  # fmt: skip
             checkpoint.save(self.workdir / _CHECKPOINT, state, meta, keep=_KEEP)
 
     def train(self, overwrite: bool) -> dict | None:
@@ -523,13 +542,12 @@ class _Run(NamedTuple):
         train = jax.device_put(corpus.train, parallel.replicated(mesh))
         # The other programs compile on a thread while the first chunk compiles and trains
         # (about 2 s less on 2 cores). A failure there is ignored: the call itself raises it.
+        # Waited for only when the loop ends well: a stop or an error does not wait on it.
         ahead = threading.Thread(target=_quietly, args=(model.compile_ahead, state.params,
                                  len(corpus.val), _prompt(corpus)), daemon=True)  # fmt: skip
         ahead.start()
-        try:
-            with _signals.deferred_stop_signals() as received:
-                ended = self._loop(model, state, progress, corpus, train, received)
-        finally:
+        with _signals.deferred_stop_signals() as received:
+            ended = self._loop(model, state, progress, corpus, train, received)
             ahead.join()
         if ended is None:
             return None

@@ -34,33 +34,38 @@ def split_cpu(batch_size: int, devices: int = 0) -> int | None:
     XLA runs one CPU device's program an operation at a time, each split over the cores;
     a small model's operations are too small to split well, so a core idles much of the
     time (a GPT of width 128 on 2 cores: the second one about half). One device per core,
-    each running its share of the batch, keeps them all busy: there the GPT's step is about
-    1.1x and a loss estimate about 1.4x faster (`python -m benchmarks.cpu_split`).
+    each running its share of the batch, keeps them busier: on 2 cores the GPT's step is
+    about 1.1x and a loss estimate about 1.4x faster (`python -m benchmarks.cpu_split`;
+    not measured on more cores).
 
     Args:
       batch_size: the global batch, which must split evenly over the devices.
-      devices: how many; 0 for one per core, as many as divide batch_size (at least 1).
+      devices: how many; 0 for one per core (`cpu_cores`), as many as divide batch_size.
 
     Returns:
       The device count set; None where devices=0 and the count was already chosen:
-      XLA_FLAGS sets --xla_force_host_platform_device_count, jax_num_cpu_devices was set,
-      or JAX's backends have started (call this before any array is made).
+      XLA_FLAGS sets --xla_force_host_platform_device_count, jax_num_cpu_devices was set
+      (or JAX_NUM_CPU_DEVICES), or JAX's backends have started (call this before any array
+      is made).
 
     Raises:
-      ValueError: devices is negative or does not divide batch_size, or devices > 0 and
-        the count was already chosen.
+      ValueError: batch_size is not a positive int; devices is negative or does not divide
+        batch_size; or devices > 0 and another count was already chosen.
     """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive int.")
     if not isinstance(devices, int) or isinstance(devices, bool) or devices < 0:
         raise ValueError(f"devices={devices!r} must be an int >= 0 (0: one per core).")
-    chosen = _cpu_devices_chosen()
     if devices:
         _check_split(batch_size, devices)
-        if chosen:
-            raise ValueError(f"cannot split the CPU into {devices} devices: {chosen}.")
-    elif chosen:
+        if devices == getattr(jax.config, "jax_num_cpu_devices", None):
+            return devices  # asked for what is set already
+    chosen = _cpu_devices_chosen()
+    if chosen and devices:
+        raise ValueError(f"cannot split the CPU into {devices} devices: {chosen}.")
+    if chosen:
         return None
-    else:
-        devices = max(d for d in range(1, cpu_cores() + 1) if batch_size % d == 0)
+    devices = devices or max(d for d in range(1, cpu_cores() + 1) if batch_size % d == 0)
     jax.config.update("jax_num_cpu_devices", devices)
     return devices
 
@@ -71,8 +76,12 @@ def _cpu_devices_chosen() -> str:
 
     if "--xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return "XLA_FLAGS sets --xla_force_host_platform_device_count; drop one of the two"
+    if not hasattr(jax.config, "jax_num_cpu_devices"):
+        return (f"jax {jax.__version__} has no jax_num_cpu_devices option; set "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N instead")  # fmt: skip
     if jax.config.jax_num_cpu_devices >= 0:
-        return f"jax_num_cpu_devices is set already, to {jax.config.jax_num_cpu_devices}"
+        return (f"jax_num_cpu_devices (or JAX_NUM_CPU_DEVICES) is set already, to "
+                f"{jax.config.jax_num_cpu_devices}; drop one of the two")  # fmt: skip
     if xla_bridge.backends_are_initialized():
         return "JAX has started its devices already; split the CPU before making any array"
     return ""
