@@ -4,7 +4,9 @@ Simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N) need 
 process, so every run here is a subprocess of the training CLI.
 """
 
+import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -156,3 +158,19 @@ def test_split_cpu_makes_one_device_per_core_as_many_as_divide_the_batch():
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["6", "None", "6"]  # 6 divides 12; 8 does not
+
+
+def test_cpu_cores_counts_the_affinity_within_a_cgroup_quota(monkeypatch):
+    import builtins
+
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):
+        if str(path) == "/sys/fs/cgroup/cpu.max":
+            return io.StringIO(quota)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(builtins, "open", fake_open)
+    for quota, cores in (("200000 100000\n", 2), ("max 100000\n", 64), ("50000 100000", 1)):
+        assert parallel.cpu_cores() == cores, quota

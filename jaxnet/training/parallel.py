@@ -20,11 +20,20 @@ AXIS = "data"
 
 
 def cpu_cores() -> int:
-    """The cores this process may run on."""
+    """The cores this process may run on: its CPU affinity, within a cgroup v2 CPU quota
+    (a container limited to 2 CPUs of a larger machine counts 2)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limits:
+            quota, period = limits.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):  # no cgroup v2 quota
+        pass
+    return cores
 
 
 def split_cpu(batch_size: int, devices: int = 0) -> int | None:
