@@ -32,11 +32,6 @@ _CHUNK = flags.DEFINE_integer("chunk", 50, "Training steps per timed chunk.", lo
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/results/cpu_split.json", "The JSON.")
 
 
-def _quartiles(values: list[float]) -> dict:
-    q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
-    return {"median": statistics.median(values), "q1": q1, "q3": q3}
-
-
 def measure(config, corpus, rounds: int, chunk: int) -> dict:
     """Times of the chunk and the estimate of `lm.build(config, ...)` on each mesh, and
     their paired ratios."""
@@ -74,7 +69,7 @@ def measure(config, corpus, rounds: int, chunk: int) -> dict:
         results[what] = {
             "one_ms": 1e3 * statistics.median(one) / per,
             "split_ms": 1e3 * statistics.median(split) / per,
-            "speedup": _quartiles([a / b for a, b in zip(one, split)]),
+            "speedup": timing.ratio_spread(one, split),
         }
     return results
 

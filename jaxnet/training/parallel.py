@@ -16,6 +16,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxnet import _checks
+
 AXIS = "data"
 
 
@@ -61,8 +63,7 @@ def split_cpu(batch_size: int, devices: int = 0) -> int | None:
       ValueError: batch_size is not a positive int; devices is negative or does not divide
         batch_size; or devices > 0 and another count was already chosen.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive int.")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
     if not isinstance(devices, int) or isinstance(devices, bool) or devices < 0:
         raise ValueError(f"devices={devices!r} must be an int >= 0 (0: one per core).")
     if devices:
