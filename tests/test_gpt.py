@@ -1,6 +1,7 @@
 """The GPT: its layers, its hand VJP against jax.grad, cross_entropy's ignore_index, and the
 training job (resume, the mesh, results.json) run small on a text made here."""
 
+import contextlib
 import json
 import math
 import subprocess
@@ -293,7 +294,33 @@ def test_compile_ahead_leaves_the_evaluations_and_the_sampler_nothing_to_compile
     prompt = jnp.asarray(corpus.encode("\n"))
     model.compile_ahead(state.params, len(corpus.val), prompt)
     state, _ = model.chunk(state, jax.device_put(corpus.train, parallel.replicated(mesh)), 2)
-    lowered = []  # a program lowered again would be compiled again (or read from a cache)
+    with _lowerings() as lowered:
+        model.estimate(state.params, corpus.val, [1, 2])
+        model.full_loss(state.params, corpus.val)
+        jax.block_until_ready(model.sample(state.params, prompt, jax.random.key(3),
+                                           jnp.float32(0.5)))  # fmt: skip
+    assert not lowered
+
+
+def test_build_given_the_training_ids_compiles_the_first_chunk(corpus_file):
+    config = lm.GPTConfig(text=corpus_file, **TINY)
+    corpus = text.load(corpus_file)
+    mesh = parallel.make_mesh()
+    train = jax.device_put(corpus.train, parallel.replicated(mesh))
+    model, state = lm.build(config, corpus.vocab_size, mesh, train=train)
+    with _lowerings() as lowered:
+        state, values = model.chunk(state, train, config.chunk_length)
+    assert not lowered
+    # The same losses as a build that compiles the chunk when it is called.
+    model, fresh = lm.build(config, corpus.vocab_size, mesh)
+    np.testing.assert_array_equal(values, model.chunk(fresh, train, config.chunk_length)[1])
+
+
+@contextlib.contextmanager
+def _lowerings():
+    """The programs jax lowers in the block (each would be compiled, or read from a cache);
+    it checks first that the listener hears a new one."""
+    lowered = []
 
     def listen(event, seconds, **kwargs):
         del seconds, kwargs
@@ -305,13 +332,9 @@ def test_compile_ahead_leaves_the_evaluations_and_the_sampler_nothing_to_compile
         jax.jit(lambda a: a * 3 + 1)(jnp.arange(7))  # something new: the listener hears it
         assert lowered
         lowered.clear()
-        model.estimate(state.params, corpus.val, [1, 2])
-        model.full_loss(state.params, corpus.val)
-        jax.block_until_ready(model.sample(state.params, prompt, jax.random.key(3),
-                                           jnp.float32(0.5)))  # fmt: skip
+        yield lowered
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
-    assert not lowered
 
 
 @pytest.mark.slow
