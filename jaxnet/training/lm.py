@@ -231,9 +231,7 @@ def _batch(data, key, config: GPTConfig, sharding):
     return windows[:, :-1], windows[:, 1:]
 
 
-def build(
-    config: GPTConfig, vocab_size: int, mesh, *, train=None
-) -> tuple[Model, loop.TrainState]:
+def build(config: GPTConfig, vocab_size: int, mesh, *, train=None) -> tuple[Model, loop.TrainState]:
     """The network, the optimizer's fresh state, and the jitted functions of the run.
 
     Given train (the training ids as the chunks will get them, placed on the mesh), the
@@ -286,8 +284,9 @@ def build(
         # thread (XLA releases the GIL) while this one compiles and runs the init. A
         # failure there is ignored: the first chunk then compiles it again and raises.
         placed_like = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=everywhere,
-                                           weak_type=a.weak_type),  # fmt: skip
+            lambda a: jax.ShapeDtypeStruct(
+                a.shape, a.dtype, sharding=everywhere, weak_type=a.weak_type
+            ),
             jax.eval_shape(fresh, init_key, data_key),
         )
         train_like = jax.ShapeDtypeStruct(train.shape, train.dtype, sharding=train.sharding)
