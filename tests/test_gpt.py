@@ -314,6 +314,8 @@ def test_build_given_the_training_ids_compiles_the_first_chunk(corpus_file):
     # The same losses as a build that compiles the chunk when it is called.
     model, fresh = lm.build(config, corpus.vocab_size, mesh)
     np.testing.assert_array_equal(values, model.chunk(fresh, train, config.chunk_length)[1])
+    with pytest.raises(TypeError, match="jax.device_put"):
+        lm.build(config, corpus.vocab_size, mesh, train=corpus.train)  # a numpy array
 
 
 @contextlib.contextmanager

@@ -279,6 +279,11 @@ def build(config: GPTConfig, vocab_size: int, mesh, *, train=None) -> tuple[Mode
         return loop.TrainState(params, opt_state, it, state.key, net_state), values
 
     ahead = None
+    if train is not None and not isinstance(train, jax.Array):
+        raise TypeError(
+            f"build: train is a {type(train).__name__}; give the training ids placed as the "
+            "chunks get them, jax.device_put(ids, parallel.replicated(mesh)), or leave it out."
+        )
     if train is not None:
         # The chunk's program needs only the state's shapes and placement: it compiles on a
         # thread (XLA releases the GIL) while this one compiles and runs the init. A
