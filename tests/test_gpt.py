@@ -320,13 +320,14 @@ def test_build_given_the_training_ids_compiles_the_first_chunk(corpus_file):
 
 @contextlib.contextmanager
 def _lowerings():
-    """The programs jax lowers in the block (each would be compiled, or read from a cache);
-    it checks first that the listener hears a new one."""
+    """The programs jax lowers or compiles in the block; it checks first that the listener
+    hears a new one."""
     lowered = []
 
     def listen(event, seconds, **kwargs):
         del seconds, kwargs
-        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+        if event in ("/jax/core/compile/jaxpr_to_mlir_module_duration",
+                     "/jax/core/compile/backend_compile_duration"):  # fmt: skip
             lowered.append(event)
 
     jax.monitoring.register_event_duration_secs_listener(listen)
@@ -353,19 +354,26 @@ def test_one_and_eight_devices_give_the_same_losses(corpus_file):
         out = []
         for devices in (jax.devices()[:1], jax.devices()):
             mesh = parallel.make_mesh(devices)
-            model, state = lm.build(config, corpus.vocab_size, mesh)
-            state, values = model.chunk(state, jax.device_put(data, parallel.replicated(mesh)), 20)
+            train = jax.device_put(data, parallel.replicated(mesh))
+            model, state = lm.build(config, corpus.vocab_size, mesh, train=train)
+            state, values = model.chunk(state, train, 20)
             out.append([*np.asarray(values), model.estimate(state.params, corpus.val, [1, 2]),
                         model.full_loss(state.params, corpus.val)])
         out = np.array(out)
-        print(len(jax.devices()), np.abs(out[0] - out[1]).max(), out[1][-3:].min())
+        try:  # the ids on one device of the 8: not as the chunks get them
+            lm.build(config, corpus.vocab_size, mesh, train=data)
+            refused = "no"
+        except TypeError as e:
+            refused = "placed" if "placed as" in str(e) else repr(e)
+        print(len(jax.devices()), np.abs(out[0] - out[1]).max(), out[1][-3:].min(), refused)
     """)
     # The suite's own XLA_FLAGS (tests/conftest.py: faster compiles) kept, the devices added.
     done = subprocess.run([sys.executable, "-c", script], env=cpu_env(8), capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    devices, diff, least = done.stdout.split()
+    devices, diff, least, refused = done.stdout.split()
     assert devices == "8" and float(diff) <= 1e-5 and 0 < float(least) < math.inf
+    assert refused == "placed"
 
 
 @pytest.mark.slow

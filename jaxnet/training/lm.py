@@ -234,10 +234,12 @@ def _batch(data, key, config: GPTConfig, sharding):
 def build(config: GPTConfig, vocab_size: int, mesh, *, train=None) -> tuple[Model, loop.TrainState]:
     """The network, the optimizer's fresh state, and the jitted functions of the run.
 
-    Given train (the training ids as the chunks will get them, placed on the mesh), the
+    Given train (the training ids as the chunks will get them: replicated on the mesh), the
     program of a fresh run's first chunk compiles on a thread while the init compiles and
-    runs, and is ready when build returns: about a second less on 2 cores. (A run resumed
-    mid-chunk starts with a shorter chunk, which compiles when it is called.)
+    runs, and is ready when build returns: about a second less on 2 cores. A resumed run
+    whose first chunk is shorter compiles that one when it is called, and so does a call
+    under a thread-local jax setting (`jax.default_matmul_precision(...)` and the like
+    reach only the thread that entered them).
     """
     parallel.check_batch_size(config.batch_size, mesh)
     net = gpt.gpt(vocab_size, n_layer=config.n_layer, n_head=config.n_head,
@@ -279,19 +281,22 @@ def build(config: GPTConfig, vocab_size: int, mesh, *, train=None) -> tuple[Mode
         return loop.TrainState(params, opt_state, it, state.key, net_state), values
 
     ahead = None
-    if train is not None and not isinstance(train, jax.Array):
+    if train is not None and not (
+        isinstance(train, jax.Array) and train.sharding.is_equivalent_to(everywhere, train.ndim)
+    ):
+        what = (f"placed as {train.sharding}" if isinstance(train, jax.Array)
+                else f"a {type(train).__name__}")  # fmt: skip
         raise TypeError(
-            f"build: train is a {type(train).__name__}; give the training ids placed as the "
-            "chunks get them, jax.device_put(ids, parallel.replicated(mesh)), or leave it out."
+            f"build: train is {what}; give the training ids placed as the chunks get them, "
+            "jax.device_put(ids, parallel.replicated(mesh)), or leave it out."
         )
     if train is not None:
         # The chunk's program needs only the state's shapes and placement: it compiles on a
         # thread (XLA releases the GIL) while this one compiles and runs the init. A
         # failure there is ignored: the first chunk then compiles it again and raises.
+        # Not weak-typed, as the state parallel.put places (it goes through numpy).
         placed_like = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(
-                a.shape, a.dtype, sharding=everywhere, weak_type=a.weak_type
-            ),
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=everywhere),
             jax.eval_shape(fresh, init_key, data_key),
         )
         train_like = jax.ShapeDtypeStruct(train.shape, train.dtype, sharding=train.sharding)
@@ -578,8 +583,8 @@ class _Run(NamedTuple):
         log(f"{gpt.count_parameters(state.params):,} parameters, vocabulary of "
             f"{corpus.vocab_size}, {len(corpus.train):,} training and {len(corpus.val):,} "
             f"validation characters of {corpus.name}; {mesh.size} device(s)")  # fmt: skip
-        # The other programs compile on a thread while the first chunk trains (about 2 s
-        # less on 2 cores). A failure there is ignored: the call itself raises it.
+        # The other programs compile on a thread while the first chunk trains. A failure
+        # there is ignored: the call itself raises it.
         # Waited for only when the loop ends well: a stop or an error does not wait on it.
         ahead = threading.Thread(target=_quietly, args=(model.compile_ahead, state.params,
                                  len(corpus.val), _prompt(corpus)), daemon=True)  # fmt: skip
@@ -615,7 +620,9 @@ class _Run(NamedTuple):
         """Trains from progress.iteration to max_iters: (state, progress), or None if
         stop_after_iter stopped it."""
         config, log = self.config, self.log
-        compiled, untimed = set(), None  # a chunk of a new length compiles: not timed
+        # The first chunk of each length is not timed: it compiles, or (a fresh run's
+        # first, compiled in build) shares the cores with compile_ahead's thread.
+        compiled, untimed = set(), None
         it = progress.iteration
         saved = it or None  # the iteration of the checkpoint on disk
         while it < config.max_iters:
