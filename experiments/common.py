@@ -2,8 +2,10 @@
 
 import io
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from jaxnet.training import files
@@ -14,6 +16,33 @@ T = TypeVar("T")
 def quiet_jax_logs() -> None:
     """Hides JAX's INFO lines about absent backends (TPU, GPU), which absl would print."""
     logging.getLogger("jax").setLevel(logging.WARNING)
+
+
+def use_compilation_cache(folder: str, flag: str = "--compilation_cache") -> None:
+    """Turns on JAX's persistent compilation cache in folder ('' leaves it as it is): a later
+    command that compiles the same programs loads them from there instead. Every program
+    is kept, however quickly it compiled; entries are never removed (delete the folder to
+    empty it). Call it before the first compile.
+
+    Raises:
+      ValueError: folder cannot be made, or is not a writable folder (flag names it).
+    """
+    if not folder:
+        return
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{flag}={folder}: cannot make that folder ({e.strerror}); choose "
+                         "another, or '' to compile afresh each time.") from None  # fmt: skip
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag}={folder}: that folder is not writable; choose another, or "
+                         "'' to compile afresh each time.")  # fmt: skip
+    import jax  # here, so that the scripts that never compile need not import it
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def write_results(output_dir: str, results: dict) -> str:

@@ -4,6 +4,7 @@ r"""Trains a character-level GPT whose whole backward is written by hand, as nan
   python -m experiments.gpt --text=input.txt           # your own UTF-8 text, e.g. Shakespeare
   python -m experiments.gpt --block_size=1024 --batch_size=4 --max_iters=20
   python -m experiments.gpt --grad=autodiff            # jax.grad of the same layers
+  python -m experiments.gpt --compilation_cache=~/.cache/jaxnet-xla   # reruns compile less
 
 The flags are nanoGPT's (train.py with config/train_shakespeare_char.py), and so are the
 defaults: the CPU configuration of its README (4 layers, 4 heads, width 128, context 64,
@@ -84,6 +85,11 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "(jaxnet.training.parallel.split_cpu); 0: one per core, as many as divide --batch_size; "
     "1: one device, XLA's threads alone.", lower_bound=0,
 )  # fmt: skip
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", "", "A folder for JAX's persistent compilation cache: a later command "
+    "with the same settings loads its programs from there instead of compiling them (about "
+    "3 to 5 s less at the defaults on 2 cores); '' (the default): compile afresh each time.",
+)  # fmt: skip
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Discard the run there; train afresh.")
 _STOP_AFTER = flags.DEFINE_integer(
     "stop_after_iter", 0, "Stop after this iteration, with a checkpoint (to try resuming); "
@@ -113,6 +119,7 @@ def main(argv):
     common.quiet_jax_logs()
 
     def train():
+        common.use_compilation_cache(_COMPILATION_CACHE.value)
         config = config_from_flags()
         try:
             parallel.split_cpu(config.batch_size, _CPU_DEVICES.value)

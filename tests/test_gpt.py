@@ -380,9 +380,12 @@ def test_one_and_eight_devices_give_the_same_losses(corpus_file):
 def test_the_script_trains_prints_samples_and_refuses_bad_flags(tmp_path, corpus_file):
     tiny = [f"--{k}={v}" for k, v in {**TINY, "max_iters": 4, "eval_interval": 4}.items()]
     command = [sys.executable, "-m", "experiments.gpt", f"--text={corpus_file}", *tiny]
-    done = subprocess.run([*command, "--cpu_devices=2", f"--output_dir={tmp_path}/run"],
+    cache = tmp_path / "xla"  # the suite's own cache set aside for this one
+    done = subprocess.run([*command, "--cpu_devices=2", f"--output_dir={tmp_path}/run",
+                           f"--compilation_cache={cache}"],
                           env=cpu_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    assert any(cache.glob("jit_chunk-*")), "the chunk's program was not cached"
     assert "iter 2/4: loss" in done.stdout and "step 4: train loss" in done.stdout
     assert "samples:" in done.stdout and "wrote" in done.stdout
     results = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -392,3 +395,11 @@ def test_the_script_trains_prints_samples_and_refuses_bad_flags(tmp_path, corpus
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 1
     assert bad.stderr.strip() == ("gpt: error: --n_embd=8 must be a multiple of --n_head=3.")
+    (tmp_path / "a_file").write_text("")
+    bad = subprocess.run([*command, f"--compilation_cache={tmp_path}/a_file",
+                          f"--output_dir={tmp_path}/bad"], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == (f"gpt: error: --compilation_cache={tmp_path}/a_file: cannot "
+                                  "make that folder (File exists); choose another, or '' to "
+                                  "compile afresh each time.")  # fmt: skip
