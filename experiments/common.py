@@ -2,13 +2,14 @@
 
 import io
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from jaxnet.training import files
+import jax
+
+from jaxnet.training import files, lock
 
 T = TypeVar("T")
 
@@ -25,21 +26,12 @@ def use_compilation_cache(folder: str, flag: str = "--compilation_cache") -> Non
     empty it). Call it before the first compile.
 
     Raises:
-      ValueError: folder cannot be made, or is not a writable folder (flag names it).
+      ValueError: folder is a file, cannot be made, or is not writable (flag names it).
     """
     if not folder:
         return
     path = Path(folder).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"{flag}={folder}: cannot make that folder ({e.strerror}); choose "
-                         "another, or '' to compile afresh each time.") from None  # fmt: skip
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag}={folder}: that folder is not writable; choose another, or "
-                         "'' to compile afresh each time.")  # fmt: skip
-    import jax  # here, so that the scripts that never compile need not import it
-
+    lock.check_output_folder(path, flag, otherwise=", or '' to compile afresh each time")
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

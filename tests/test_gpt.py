@@ -400,6 +400,6 @@ def test_the_script_trains_prints_samples_and_refuses_bad_flags(tmp_path, corpus
                           f"--output_dir={tmp_path}/bad"], capture_output=True, text=True,
                          timeout=300)  # fmt: skip
     assert bad.returncode == 1
-    assert bad.stderr.strip() == (f"gpt: error: --compilation_cache={tmp_path}/a_file: cannot "
-                                  "make that folder (File exists); choose another, or '' to "
-                                  "compile afresh each time.")  # fmt: skip
+    assert bad.stderr.strip() == (f"gpt: error: --compilation_cache {tmp_path}/a_file is a "
+                                  "file, not a folder; choose another --compilation_cache, or "
+                                  "'' to compile afresh each time.")  # fmt: skip

@@ -184,20 +184,26 @@ def acquire(folder: str | os.PathLike) -> Lock:
                        "kept taking it; start one run at a time there.")  # fmt: skip
 
 
-def check_output_folder(folder: str | os.PathLike) -> None:
-    """Creates folder, or refuses one that is a file or cannot be written, before a run."""
+def check_output_folder(
+    folder: str | os.PathLike, flag: str = "--output_dir", otherwise: str = ""
+) -> None:
+    """Creates folder, or refuses one that is a file or cannot be written, before a run.
+
+    The messages name the flag that gave the folder; otherwise, if given, ends them with the
+    flag's other choice (e.g. ", or '' to compile afresh each time").
+    """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--output_dir {folder} is a file, not a folder; choose another "
-                         "--output_dir.")  # fmt: skip
+        raise ValueError(f"{flag} {folder} is a file, not a folder; choose another "
+                         f"{flag}{otherwise}.")  # fmt: skip
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"--output_dir {folder} cannot be created ({e.strerror}); choose "
-                         "another --output_dir.") from None  # fmt: skip
+        raise ValueError(f"{flag} {folder} cannot be created ({e.strerror}); choose "
+                         f"another {flag}{otherwise}.") from None  # fmt: skip
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"--output_dir {folder} is read-only; make it writable or choose "
-                         "another --output_dir.")  # fmt: skip
+        raise ValueError(f"{flag} {folder} is read-only; make it writable or choose "
+                         f"another {flag}{otherwise}.")  # fmt: skip
 
 
 @contextlib.contextmanager
