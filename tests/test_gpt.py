@@ -28,16 +28,19 @@ TRANSFORMS = ("jit", "vmap")
 
 
 def test_new_layers_pass_check_layer():
-    # tied_embedding around a layer_norm without bias and an exact GELU between denses:
-    # each new rule is held to jax.grad, finite differences and second order.
-    body = [L.layer_norm(bias=False), L.dense(5), L.gelu(approximate=False), L.dense(4)]
+    # tied_embedding around learned positions, a layer_norm without bias and an exact GELU
+    # between denses: each new rule is held to jax.grad, finite differences and second order.
+    body = [L.position_embedding(5, stddev=0.5), L.layer_norm(bias=False), L.dense(5),
+            L.gelu(approximate=False), L.dense(4)]  # fmt: skip
     net = L.tied_embedding(7, 4, *body, stddev=0.5)
     ids = jnp.array([[0, 3, 6], [2, 2, 5]])
     with jax.enable_x64(True):
         gradcheck.check_layer(net, ids.shape, x=ids, dtype=jnp.float64, modes=("eval",),
                               transforms=TRANSFORMS)  # fmt: skip
-        for layer in (L.layer_norm(bias=False), L.gelu(approximate=False)):
-            gradcheck.check_layer(layer, (3, 4), dtype=jnp.float64, modes=("eval",),
+        for layer, shape in ((L.layer_norm(bias=False), (3, 4)),
+                             (L.gelu(approximate=False), (3, 4)),
+                             (L.position_embedding(5), (2, 3, 4))):  # fmt: skip
+            gradcheck.check_layer(layer, shape, dtype=jnp.float64, modes=("eval",),
                                   transforms=TRANSFORMS, input_scale=2.0)  # fmt: skip
 
 
