@@ -29,7 +29,7 @@ _HOMEWORK_BUG = flags.DEFINE_boolean(
 _STEPS = flags.DEFINE_integer("steps", 1001, "Training steps (the lesson: 1001).", lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-4, "SGD step size.", lower_bound=0)
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/bias_homework", "Where results.json goes.")
+_OUTPUT_DIR = common.define_path("output_dir", "runs/bias_homework", "Where results.json goes.")
 
 BATCH, D_IN, HIDDEN, D_OUT = 64, 3, 2, 1
 

@@ -18,7 +18,7 @@ from experiments import common
 _BATCH = flags.DEFINE_integer("batch", 64, "Images in the batch.", lower_bound=1)
 _SIZE = flags.DEFINE_integer("size", 256, "Height and width of each image.", lower_bound=2)
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/broadcasting", "Where results.json goes.")
+_OUTPUT_DIR = common.define_path("output_dir", "runs/broadcasting", "Where results.json goes.")
 
 
 def normalize_channels(images: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

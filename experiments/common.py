@@ -2,12 +2,14 @@
 
 import io
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import jax
+from absl import flags
 
 from jaxnet.training import files, lock
 
@@ -17,6 +19,28 @@ T = TypeVar("T")
 def quiet_jax_logs() -> None:
     """Hides JAX's INFO lines about absent backends (TPU, GPU), which absl would print."""
     logging.getLogger("jax").setLevel(logging.WARNING)
+
+
+class _PathParser(flags.ArgumentParser):
+    """A flag naming a file or folder: a leading ~ is the user's home folder, as a shell
+    expands it in `--output_dir ~/runs` but not in `--output_dir=~/runs`."""
+
+    syntactic_help = "a path; a leading ~ is your home folder"
+
+    def parse(self, argument):
+        if not isinstance(argument, str):
+            raise ValueError(f"{argument!r} is not a path")
+        return os.path.expanduser(argument)
+
+    def flag_type(self) -> str:
+        return "string"
+
+
+def define_path(name: str, default: str | None, help: str,
+                flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagHolder:  # fmt: skip
+    """A string flag for a path (`flags.DEFINE_string`'s place), `~` expanded."""
+    return flags.DEFINE(_PathParser(), name, default, help, flag_values,
+                        serializer=flags.ArgumentSerializer())  # fmt: skip
 
 
 def use_compilation_cache(folder: str, flag: str = "--compilation_cache") -> None:

@@ -28,7 +28,7 @@ _RELU_STEPS = flags.DEFINE_integer(
 _LEGENDRE_STEPS = flags.DEFINE_integer("legendre_steps", 2000, "SGD steps for P3.", lower_bound=1)
 _LEGENDRE_LR = flags.DEFINE_float("legendre_learning_rate", 5e-6, "SGD step for P3.", lower_bound=0)
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/custom_function", "Where results.json goes.")
+_OUTPUT_DIR = common.define_path("output_dir", "runs/custom_function", "Where results.json goes.")
 
 
 @jax.custom_vjp

@@ -35,7 +35,7 @@ ARMS = ("relu", "general_relu", "lsuv", "batch_norm", "layer_norm")
 EPOCHS = {"fashion_mnist": 3, "mnist": 3, "digits": 20}
 
 _DATASET = flags.DEFINE_enum("dataset", "fashion_mnist", list(EPOCHS), "Which data to train on.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder looked in first for the data files.")
+_DATA_DIR = common.define_path("data_dir", None, "Folder looked in first for the data files.")
 _DOWNLOAD = flags.DEFINE_boolean("download", True, "Download Fashion-MNIST/MNIST if absent.")
 _DEPTH = flags.DEFINE_integer("depth", 8, "Hidden layers.", lower_bound=1)
 _WIDTH = flags.DEFINE_integer("width", 256, "Units per hidden layer.", lower_bound=1)
@@ -51,7 +51,7 @@ _LSUV_BATCH = flags.DEFINE_integer(
     "lsuv_batch", 512, "Training examples LSUV rescales on.", lower_bound=2
 )
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed (init, data order).")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/deep_norm", "Where outputs go.")
+_OUTPUT_DIR = common.define_path("output_dir", "runs/deep_norm", "Where outputs go.")
 
 flags.register_validator(
     "arms", lambda v: bool(v) and set(v) <= set(ARMS), f"--arms must list some of {list(ARMS)}."

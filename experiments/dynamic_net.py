@@ -26,7 +26,7 @@ _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-4, "SGD step size.", low
 _MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0, upper_bound=1)
 _GRAD = flags.DEFINE_enum("grad", "hand", ["hand", "autodiff"], "Which gradient trains.")
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/dynamic_net", "Where results.json goes.")
+_OUTPUT_DIR = common.define_path("output_dir", "runs/dynamic_net", "Where results.json goes.")
 
 N, D_IN, H, D_OUT = 64, 1000, 100, 10
 MAX_REPEATS = 3

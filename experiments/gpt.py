@@ -32,7 +32,7 @@ from experiments import common  # noqa: E402
 from jaxnet.training import lm, parallel  # noqa: E402
 
 _D = lm.GPTConfig()
-_TEXT = flags.DEFINE_string("text", _D.text, "A corpus name (fortunes) or a UTF-8 file's path.")
+_TEXT = common.define_path("text", _D.text, "A corpus name (fortunes) or a UTF-8 file's path.")
 _N_LAYER = flags.DEFINE_integer("n_layer", _D.n_layer, "Transformer blocks.")
 _N_HEAD = flags.DEFINE_integer("n_head", _D.n_head, "Attention heads.")
 _N_EMBD = flags.DEFINE_integer("n_embd", _D.n_embd, "Model width, a multiple of n_head.")
@@ -76,7 +76,7 @@ _SAMPLE_CHARS = flags.DEFINE_integer(
     "sample_chars", _D.sample_chars, "Characters to generate at the end; 0: none."
 )
 _TEMPERATURE = flags.DEFINE_float("temperature", _D.temperature, "Sampling temperature, > 0.")
-_OUTPUT_DIR = flags.DEFINE_string(
+_OUTPUT_DIR = common.define_path(
     "output_dir", "runs/gpt", "Where outputs go; one run per folder. The same command again "
     "resumes a stopped run or shows a finished one.",
 )  # fmt: skip
@@ -85,7 +85,7 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "(jaxnet.training.parallel.split_cpu); 0: one per core, as many as divide --batch_size; "
     "1: one device, XLA's threads alone.", lower_bound=0,
 )  # fmt: skip
-_COMPILATION_CACHE = flags.DEFINE_string(
+_COMPILATION_CACHE = common.define_path(
     "compilation_cache", "", "A folder for JAX's persistent compilation cache: a later command "
     "with the same settings loads its programs from there instead of compiling them (about "
     "3 to 5 s less at the defaults on 2 cores); '' (the default): compile afresh each time.",
@@ -133,7 +133,7 @@ def main(argv):
         say(f"samples:\n{results['samples']}\n")
         say(f"val loss {results['val_loss']:.4f} (whole split {results['val_loss_full']:.4f}), "
             f"train loss {results['train_loss']:.4f}, {results['ms_per_iter']:.1f} ms/iter, "
-            f"{results['seconds']:.1f}s; wrote {_OUTPUT_DIR.value}/{lm.RESULTS}")  # fmt: skip
+            f"{results['seconds']:.1f}s; results in {_OUTPUT_DIR.value}/{lm.RESULTS}")  # fmt: skip
 
 
 if __name__ == "__main__":

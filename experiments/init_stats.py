@@ -30,7 +30,7 @@ _CHAINS = flags.DEFINE_list(
     "Deep chains as DEPTHxWIDTH (lesson 000: 50x100; fast.ai: 100x512).",
 )
 _PLOT = flags.DEFINE_boolean("plot", True, "Write std_per_layer.png (needs matplotlib).")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/init_stats", "Where results.json goes.")
+_OUTPUT_DIR = common.define_path("output_dir", "runs/init_stats", "Where results.json goes.")
 
 SINGLE_LAYER = ("normal", "lecun_normal", "glorot_normal", "glorot_uniform", "kaiming_normal",
                 "kaiming_uniform", "torch_default")  # fmt: skip

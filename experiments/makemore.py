@@ -56,7 +56,7 @@ _PART1_BATCH = flags.DEFINE_integer(
 )
 _SAMPLES = flags.DEFINE_integer("samples", 20, "Names to sample at the end.", lower_bound=0)
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed: initialisation, batches, samples.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/makemore", "Where results go.")
+_OUTPUT_DIR = common.define_path("output_dir", "runs/makemore", "Where results go.")
 _ALL_FLAGS = (_NAMES, _BLOCK_SIZE, _EMBEDDING_DIM, _HIDDEN, _STEPS, _BATCH_SIZE, _OPTIMIZER,
               _LEARNING_RATE, _SCHEDULE, _CHUNK_STEPS, _PRINT_EVERY, _PART1_BATCH, _SAMPLES,
               _SEED, _OUTPUT_DIR)  # fmt: skip

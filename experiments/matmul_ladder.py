@@ -22,7 +22,7 @@ _MAX_LOOP_FLOPS = flags.DEFINE_float(
     "max_loop_flops", 1e5, "Skip the scalar-loop rungs above M*K*N of this.", lower_bound=0
 )
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/matmul_ladder", "Where results.json goes.")
+_OUTPUT_DIR = common.define_path("output_dir", "runs/matmul_ladder", "Where results.json goes.")
 
 
 def _valid_shape(values) -> bool:

@@ -41,7 +41,7 @@ _INIT_LOGIT = flags.DEFINE_float(
     "init_logit", 1.0, "Every gate's starting logit (> 0: open in eval mode).", lower_bound=0.01
 )
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
-_OUTPUT_DIR = flags.DEFINE_string(
+_OUTPUT_DIR = common.define_path(
     "output_dir", "runs/straight_through", "Where results.json and gates.png go."
 )
 

@@ -32,7 +32,7 @@ from experiments import common
 from jaxnet.training import config, data, job, loop, parallel
 
 _DATASET = flags.DEFINE_enum("dataset", "digits", data.DATASETS, "Which data to train on.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder looked in first for the data files.")
+_DATA_DIR = common.define_path("data_dir", None, "Folder looked in first for the data files.")
 _DOWNLOAD = flags.DEFINE_boolean("download", True, "Download MNIST/Fashion-MNIST if absent.")
 _HIDDEN = flags.DEFINE_list("hidden", None, "Hidden layer widths, e.g. 256,128.")
 _LOSS = flags.DEFINE_enum(
@@ -83,7 +83,7 @@ _VALIDATION = flags.DEFINE_float(
     "5000 images, synthetic 0).", lower_bound=0.0, upper_bound=0.5,
 )  # fmt: skip
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed for init and shuffling.", lower_bound=0)
-_OUTPUT_DIR = flags.DEFINE_string(
+_OUTPUT_DIR = common.define_path(
     "output_dir", "runs/train_mlp", "Where outputs go; one run per folder, locked while it "
     "works there. Run the same command again to resume an unfinished run or show a finished "
     "one.",

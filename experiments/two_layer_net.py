@@ -46,7 +46,7 @@ _INIT = flags.DEFINE_enum(
 )  # fmt: skip
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed for data and weights.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "float64"], "Floating dtype.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/two_layer_net", "Where results.json goes.")
+_OUTPUT_DIR = common.define_path("output_dir", "runs/two_layer_net", "Where results.json goes.")
 
 N, D_IN, H, D_OUT = 64, 1000, 100, 10
 

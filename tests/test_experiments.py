@@ -13,9 +13,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from absl import flags
 from conftest import assert_trees_close
 
 import jaxnet
+from experiments import common
 from jaxnet import gradcheck, initializers
 from jaxnet.lessons import matmul
 
@@ -225,3 +227,17 @@ def test_gradcheck_speed_measures_both_and_the_hypothesis_run(tmp_path):
         assert row["check_s"] > 0 and row["check_grads_s"] > 0
         assert row["ratio"] == row["check_s"] / row["check_grads_s"]
     assert results["hypothesis"]["distinct_shapes"] == 1 and results["hypothesis"]["seconds"] > 0
+
+
+def test_path_flags_expand_the_home_folder(monkeypatch):
+    # `--output_dir=~/runs` reaches the script unexpanded (the shell expands only `~` that
+    # starts a word); the scripts' path flags expand it themselves.
+    monkeypatch.setenv("HOME", "/home/someone")
+    values = flags.FlagValues()
+    out = common.define_path("output_dir", "runs/x", "Where.", values)
+    data = common.define_path("data_dir", None, "Data.", values)
+    values(["prog", "--output_dir=~/runs/a", "--data_dir=rel/~x"])
+    assert out.value == "/home/someone/runs/a" and data.value == "rel/~x"
+    values.unparse_flags()
+    values(["prog"])
+    assert out.value == "runs/x" and data.value is None

@@ -287,6 +287,9 @@ def test_a_missing_or_short_text_is_refused(tmp_path):
     short.write_text("abcdefghijklmnopqrstuvwxyz")
     with pytest.raises(ValueError, match="fewer than --block_size \\+ 2"):
         lm.train_gpt(lm.GPTConfig(text=str(short), **TINY), tmp_path / "out")
+    with pytest.raises(text.TextError, match="nope.txt: no such file"):
+        lm.train_gpt(lm.GPTConfig(text=str(tmp_path / "nope.txt"), **TINY), tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before the output folder is made
 
 
 def test_compile_ahead_leaves_the_evaluations_and_the_sampler_nothing_to_compile(corpus_file):
@@ -391,7 +394,8 @@ def test_the_script_trains_prints_samples_and_refuses_bad_flags(tmp_path, corpus
     assert done.returncode == 0, done.stderr[-2000:]
     assert any(cache.glob("jit_chunk-*")), "the chunk's program was not cached"
     assert "iter 2/4: loss" in done.stdout and "step 4: train loss" in done.stdout
-    assert "samples:" in done.stdout and "wrote" in done.stdout
+    assert "samples:" in done.stdout
+    assert f"results in {tmp_path}/run/results.json" in done.stdout
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["iterations"] == 4 and len(results["samples"]) == 12
     assert results["devices"] == 2  # the CPU split in two, the batch of 4 over them

@@ -530,15 +530,16 @@ def train_gpt(
         raise ValueError("workdir is empty; name the output folder, e.g. 'runs/gpt'.")
     workdir = Path(workdir)
     parallel.assert_same_on_all_processes(str(sorted(config.recorded().items())))
+    corpus = _corpus(config)  # a bad text is refused before the output folder is made
     with lock.claim(workdir, [_CHECKPOINT, RESULTS]) as held:
         if not overwrite:
             results = files.read_run_record(workdir / RESULTS)
             if results is not None:
                 _check_same_config(config, results["config"], workdir / RESULTS)
-                _check_same_text(_corpus(config), results.get("corpus"), workdir / RESULTS)
+                _check_same_text(corpus, results.get("corpus"), workdir / RESULTS)
                 log(f"{workdir}: already trained; --overwrite to train again")
                 return results
-        return _Run(config, workdir, log, held, started).train(overwrite)
+        return _Run(config, workdir, log, held, started).train(corpus, overwrite)
 
 
 class _Run(NamedTuple):
@@ -562,9 +563,8 @@ class _Run(NamedTuple):
                     "optimizer": _OPTIMIZER_STATE}  # fmt: skip
             checkpoint.save(self.workdir / _CHECKPOINT, state, meta, keep=_KEEP)
 
-    def train(self, overwrite: bool) -> dict | None:
+    def train(self, corpus: text.Corpus, overwrite: bool) -> dict | None:
         config, log = self.config, self.log
-        corpus = _corpus(config)
         mesh = parallel.make_mesh()
         train = jax.device_put(corpus.train, parallel.replicated(mesh))
         model, state = build(config, corpus.vocab_size, mesh, train=train)
